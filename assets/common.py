@@ -1,0 +1,64 @@
+"""Small helpers every stage uses to describe what it produced in the Dagster UI."""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+import dagster as dg
+import pandas as pd
+
+
+def markdown_table(df: pd.DataFrame, max_rows: int = 5, max_chars: int = 120) -> str:
+    """A GitHub-flavoured markdown table of the first rows, long cells cut, pipes escaped."""
+    if df.empty:
+        return "_(no rows)_"
+    head = df.head(max_rows)
+
+    def cell(v) -> str:
+        s = f"{v:.4f}" if isinstance(v, float) else str(v)
+        s = " ".join(s.split()).replace("|", "\\|")
+        return s if len(s) <= max_chars else s[: max_chars - 1] + "…"
+
+    lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in head.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def preview(df: pd.DataFrame, max_rows: int = 5) -> dg.MetadataValue:
+    return dg.MetadataValue.md(markdown_table(df, max_rows))
+
+
+def stable_hash(items: Iterable[str], n: int = 16) -> str:
+    h = hashlib.sha256()
+    for item in items:
+        h.update(item.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:n]
+
+
+def stable_fraction(key: str, seed: int = 0) -> float:
+    """A deterministic number in [0, 1) for a key: sampling and splitting that do not move between runs."""
+    return int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:12], 16) / 16**12
+
+
+def stable_sample(df: pd.DataFrame, key: str, n: int, seed: int = 0) -> pd.DataFrame:
+    """The same `n` rows on every run (ordered by a hash of `key`); n = 0 or n >= len(df) keeps all rows.
+
+    Stable samples keep reruns cheap: the rows chosen last time are chosen again, and their LLM calls are cached.
+    """
+    if not n or len(df) <= n:
+        return df
+    order = df[key].map(lambda k: stable_fraction(str(k), seed))
+    return df.loc[order.sort_values(kind="stable").index[:n]]
+
+
+def progress_logger(context, stage: str, every_fraction: float = 0.1):
+    """A progress(done, total) callback that logs about ten lines per stage, so long stages show life."""
+    state = {"next": 0.0}
+
+    def progress(done: int, total: int) -> None:
+        if total and (done / total >= state["next"] or done == total):
+            context.log.info(f"{stage}: {done}/{total} ({100 * done / total:.0f}%)")
+            state["next"] = done / total + every_fraction
+
+    return progress

@@ -1,0 +1,93 @@
+"""Synthetic queries: for each chunk, an LLM writes the queries a user might ask that the chunk answers.
+
+Three styles, so the model learns more than one way people search: a natural question, a keyword search,
+and a statement or claim to verify. Each chunk gets `queries_per_chunk` queries, styles assigned in a
+stable round-robin from the chunk's hash. Outputs are filtered (empty, duplicate, or a copy of the
+passage) and every filtered query is counted by reason. Every LLM response is cached before it is used
+(resources/llm_cache.py), so a rerun pays only for chunks it has not seen.
+"""
+
+from collections import Counter
+
+import dagster as dg
+import pandas as pd
+
+from assets.common import preview, progress_logger, stable_fraction, stable_hash, stable_sample
+from resources.llm import LLMResource, QueryRequest
+from resources.prompts import filter_queries
+
+QUERY_STYLES = ("question", "keywords", "claim")
+
+
+class QueryGenConfig(dg.Config):
+    queries_per_chunk: int = 1          # 1 x 1,400 cranfield chunks ~ 8 min with the bundled 270M model on 2 cores
+    styles: list[str] = list(QUERY_STYLES)
+    max_chunks: int = 0                 # 0 = every chunk; else a stable hash sample of this many chunks
+    seed: int = 0
+
+
+def plan_requests(chunks: pd.DataFrame, config: QueryGenConfig) -> list[QueryRequest]:
+    """One request per (chunk, style), the styles spread round-robin from a stable per-chunk offset."""
+    unknown = set(config.styles) - set(QUERY_STYLES)
+    if unknown or not config.styles:
+        raise ValueError(f"unknown query styles {sorted(unknown)}; choose from {list(QUERY_STYLES)}")
+    selected = stable_sample(chunks, "chunk_id", config.max_chunks, config.seed)
+    requests = []
+    for row in selected.itertuples(index=False):
+        offset = int(stable_fraction(row.chunk_id, config.seed) * len(config.styles))
+        per_style = Counter(config.styles[(offset + i) % len(config.styles)] for i in range(config.queries_per_chunk))
+        requests += [QueryRequest(chunk_id=row.chunk_id, text=row.text, style=s, n=n) for s, n in per_style.items()]
+    return requests
+
+
+def queries_frame(generated, chunks: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
+    """Filter the generated queries per chunk and give each a stable id."""
+    chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
+    chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
+    reasons: Counter = Counter()
+    rows, by_chunk = [], {}
+    for g in generated:
+        by_chunk.setdefault(g.chunk_id, []).append(g)
+    for chunk_id, items in by_chunk.items():
+        kept, why = filter_queries([g.text for g in items], chunk_text[chunk_id])
+        reasons.update(why)
+        kept_set = list(kept)
+        for g in items:
+            if g.text in kept_set:
+                kept_set.remove(g.text)
+                rows.append({"query_id": stable_hash([chunk_id, g.style, g.text]), "chunk_id": chunk_id,
+                             "doc_id": chunk_doc[chunk_id], "style": g.style, "text": g.text, "model": g.model,
+                             "prompt_version": g.prompt_version})
+    df = pd.DataFrame(rows, columns=["query_id", "chunk_id", "doc_id", "style", "text", "model", "prompt_version"])
+    return df.drop_duplicates("query_id").reset_index(drop=True), reasons
+
+
+@dg.asset(group_name="queries", compute_kind="llm", pool="llm", op_tags={"flywheel/compute": "gpu"})
+def synthetic_queries(context: dg.AssetExecutionContext, chunks: pd.DataFrame, llm: LLMResource,
+                      config: QueryGenConfig) -> dg.Output[pd.DataFrame]:
+    """LLM-written queries (question, keywords, claim) for each chunk, filtered, one row per query."""
+    requests = plan_requests(chunks, config)
+    planned = sum(r.n for r in requests)
+    context.log.info(f"synthetic_queries: {len(requests)} LLM requests for {planned} queries "
+                     f"({config.queries_per_chunk} per chunk, {len(requests and set(r.chunk_id for r in requests))} "
+                     f"chunks) with {llm.model_id()}; cached responses are not paid again")
+    generated, stats = llm.write_queries(requests, progress=progress_logger(context, "synthetic_queries"))
+    df, reasons = queries_frame(generated, chunks)
+    df.attrs.update(chunks.attrs)
+    if df.empty:
+        raise ValueError(f"the LLM wrote no usable query for {len(requests)} requests (failures={stats.failures}, "
+                         f"parse failures={stats.parse_failures}, filtered={dict(reasons)}); check the llm resource "
+                         f"settings and the failure examples in the logs: {stats.failure_examples[:3]}")
+    return dg.Output(df, metadata={
+        "n_queries": len(df),
+        "requests": len(requests),
+        "llm_calls": stats.calls,
+        "llm_cache_hits": stats.cache_hits,
+        "llm_failures": stats.failures,
+        "llm_parse_failures": stats.parse_failures,
+        "filtered": dg.MetadataValue.json(dict(reasons)),
+        "failure_examples": dg.MetadataValue.json(stats.failure_examples[:5]),
+        "by_style": dg.MetadataValue.json(df["style"].value_counts().to_dict()),
+        "model": llm.model_id(),
+        "preview": preview(df[["style", "text", "chunk_id"]], 8),
+    })

@@ -1,0 +1,99 @@
+"""Splits: train / validation / test, by SOURCE DOCUMENT, so no document feeds both training and test.
+
+A document's split is a stable hash of its id, so adding documents never moves old ones between splits.
+Each query carries its positives: its source chunk unless the judge denied it, plus the other chunks the
+judge graded relevant. A positive from a document of another split is dropped from the query, so not
+even an extra positive lets a test document into training. An asset check proves it on every run.
+"""
+
+import dagster as dg
+import pandas as pd
+
+from assets.common import preview, stable_fraction
+
+SPLITS = ("train", "validation", "test")
+
+
+class SplitConfig(dg.Config):
+    validation_fraction: float = 0.1   # early stopping and model selection read this split
+    test_fraction: float = 0.2         # the synthetic test set the report scores; ~280 queries on cranfield
+    relevant_grade: int = 2            # the same threshold the labels stage uses
+    seed: int = 0
+
+
+def document_split(doc_id: str, config: SplitConfig) -> str:
+    u = stable_fraction(doc_id, config.seed + 7)
+    if u < config.test_fraction:
+        return "test"
+    if u < config.test_fraction + config.validation_fraction:
+        return "validation"
+    return "train"
+
+
+def assign_splits(queries: pd.DataFrame, labels: pd.DataFrame, chunks: pd.DataFrame,
+                  config: SplitConfig) -> tuple[pd.DataFrame, dict]:
+    """One row per kept query: query_id, doc_id, split, style, text, positives (chunk ids), labelled."""
+    if config.validation_fraction + config.test_fraction >= 1:
+        raise ValueError("validation_fraction + test_fraction must leave something to train on (< 1)")
+    chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
+    graded = {(r.query_id, r.chunk_id): r.grade for r in labels.itertuples(index=False)}
+    extra: dict[str, list[str]] = {}
+    for r in labels.itertuples(index=False):
+        if not r.is_source and r.grade >= config.relevant_grade:
+            extra.setdefault(r.query_id, []).append(r.chunk_id)
+    rows, stats = [], {"denied_source": 0, "dropped_no_positive": 0, "cross_split_positives_dropped": 0}
+    for q in queries.itertuples(index=False):
+        split = document_split(q.doc_id, config)
+        positives = []
+        source_grade = graded.get((q.query_id, q.chunk_id))
+        if source_grade is None or source_grade >= config.relevant_grade:
+            positives.append(q.chunk_id)
+        else:
+            stats["denied_source"] += 1
+        for chunk_id in extra.get(q.query_id, []):
+            if document_split(chunk_doc[chunk_id], config) == split:
+                positives.append(chunk_id)
+            else:
+                stats["cross_split_positives_dropped"] += 1
+        if not positives:
+            stats["dropped_no_positive"] += 1
+            continue
+        rows.append({"query_id": q.query_id, "doc_id": q.doc_id, "split": split, "style": q.style, "text": q.text,
+                     "positives": positives, "labelled": source_grade is not None})
+    cols = ["query_id", "doc_id", "split", "style", "text", "positives", "labelled"]
+    return pd.DataFrame(rows, columns=cols), stats
+
+
+def leaked_documents(splits: pd.DataFrame, chunks: pd.DataFrame) -> list[str]:
+    """Documents that feed more than one split, as a source document or through a positive chunk."""
+    chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
+    seen: dict[str, set[str]] = {}
+    for r in splits.itertuples(index=False):
+        seen.setdefault(r.doc_id, set()).add(r.split)
+        for chunk_id in r.positives:
+            seen.setdefault(chunk_doc[chunk_id], set()).add(r.split)
+    return sorted(d for d, s in seen.items() if len(s) > 1)
+
+
+@dg.asset(group_name="splits", compute_kind="pandas")
+def query_splits(synthetic_queries: pd.DataFrame, relevance_labels: pd.DataFrame, chunks: pd.DataFrame,
+                 config: SplitConfig) -> dg.Output[pd.DataFrame]:
+    """Synthetic queries with their positives, split train/validation/test by source document."""
+    df, stats = assign_splits(synthetic_queries, relevance_labels, chunks, config)
+    df.attrs.update(synthetic_queries.attrs)
+    df.attrs["split_config"] = config.model_dump()   # triplets re-derive every chunk's split with the same rule
+    counts = df["split"].value_counts().to_dict()
+    return dg.Output(df, metadata={
+        **{f"n_{s}": int(counts.get(s, 0)) for s in SPLITS},
+        **{f"docs_{s}": int(df.loc[df["split"] == s, "doc_id"].nunique()) for s in SPLITS},
+        **stats,
+        "preview": preview(df[["split", "style", "text", "positives"]], 6),
+    })
+
+
+@dg.asset_check(asset=query_splits, blocking=True, additional_ins={"chunks": dg.AssetIn("chunks")},
+                description="No document feeds more than one split.")
+def no_document_leakage(query_splits: pd.DataFrame, chunks: pd.DataFrame) -> dg.AssetCheckResult:
+    leaked = leaked_documents(query_splits, chunks)
+    return dg.AssetCheckResult(passed=not leaked, metadata={"leaked_documents": len(leaked),
+                                                            "examples": dg.MetadataValue.json(leaked[:10])})

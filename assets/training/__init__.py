@@ -1,0 +1,101 @@
+"""Training: the fine-tuned bi-encoder, every run tracked in MLflow and registered as a model version.
+
+The recipe (loss, safeguards, why) is in assets/training/biencoder.py. This asset wires the triplets, the
+base model, the device plan and MLflow: parameters, per-step loss and validation metrics, tags for the
+corpus hash and the code version, the model logged and registered, and the run's link in the metadata.
+"""
+
+import subprocess
+import time
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from assets.training.biencoder import TrainSettings, train_biencoder
+from resources.device import plan_for
+from resources.embedder import EmbedderResource
+from resources.tracking import MLflowResource
+from resources.workspace import WorkspaceResource
+
+REGISTERED_BIENCODER = "flywheel-biencoder"
+
+
+class TrainConfig(dg.Config):
+    epochs: float = 1.0
+    max_steps: int = 0                  # > 0 overrides epochs: a fixed budget for nightly runs
+    learning_rate: float = 1e-5         # half the usual 2e-5: a good base model is easy to damage
+    batch_size: int = 32
+    interpolation: float = 0.5          # WiSE-FT: 0.5 * tuned + 0.5 * base; 1.0 ships the raw fine-tune
+    evals_per_run: int = 4
+    seed: int = 42
+    register: bool = True               # register the model in the MLflow registry as REGISTERED_BIENCODER
+
+
+def code_version() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@dg.asset(group_name="training", compute_kind="pytorch", pool="gpu",
+          op_tags={"flywheel/compute": "gpu"})
+def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
+                        embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
+                        config: TrainConfig) -> dg.Output[dict]:
+    """The bi-encoder fine-tuned on the triplets, saved locally and registered in MLflow."""
+    import mlflow as mlflow_api
+
+    device = embedder.resolved_device()
+    plan = plan_for(device)
+    settings = TrainSettings(epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
+                             batch_size=config.batch_size * plan.batch_scale, interpolation=config.interpolation,
+                             evals_per_run=config.evals_per_run, seed=config.seed, precision=plan.precision)
+    corpus_name = chunks.attrs.get("corpus_name", "corpus")
+    tags = {"corpus": corpus_name, "corpus_hash": chunks.attrs.get("corpus_hash", ""),
+            "code_version": code_version(), "base_model": embedder.base_model_path(), "device": device,
+            "dagster_run_id": context.run_id}
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(embedder.base_model_path(), device=device)
+    model.max_seq_length = embedder.max_seq_length
+    t0 = time.perf_counter()
+    with mlflow.start_run(corpus_name, run_name=f"biencoder-{context.run_id[:8]}", tags=tags) as run:
+        mlflow_api.log_params({**settings.__dict__, "n_train": int((training_triplets["split"] == "train").sum()),
+                               "n_validation": int((training_triplets["split"] == "validation").sum()),
+                               "loss": "MultipleNegativesRankingLoss", "n_chunks": len(chunks)})
+
+        def on_log(logs: dict, step: int) -> None:
+            numeric = {k.replace("@", "_at_"): float(v) for k, v in logs.items() if isinstance(v, (int, float))}
+            mlflow_api.log_metrics(numeric, step=step)
+
+        out_dir = workspace.models_dir / "biencoder" / run.info.run_id
+        result = train_biencoder(model, training_triplets, chunks, out_dir, settings, on_log=on_log)
+        seconds = time.perf_counter() - t0
+        mlflow_api.log_metric("train_seconds", seconds)
+        version = None
+        if config.register:
+            info = mlflow_api.sentence_transformers.log_model(model, name="model",
+                                                              registered_model_name=REGISTERED_BIENCODER)
+            version = getattr(info, "registered_model_version", None)
+        url = mlflow.run_url(run)
+    key = "validation_cosine_ndcg@10"
+    value = {"model_path": result.model_path, "mlflow_run_id": run.info.run_id, "mlflow_run_url": url,
+             "registered_model": REGISTERED_BIENCODER if config.register else None, "model_version": version,
+             "base_model": embedder.base_model_path(), "steps": result.steps,
+             "validation_ndcg@10_base": result.validation_base.get(key),
+             "validation_ndcg@10_finetuned": result.validation_final.get(key)}
+    return dg.Output(value, metadata={
+        "mlflow_run": dg.MetadataValue.url(url),
+        "mlflow_run_id": run.info.run_id,
+        "model_version": str(version),
+        "steps": result.steps,
+        "train_seconds": round(seconds, 1),
+        "device": device,
+        "precision": plan.precision,
+        "validation_ndcg@10_base": float(result.validation_base.get(key, float("nan"))),
+        "validation_ndcg@10_finetuned": float(result.validation_final.get(key, float("nan"))),
+        "model_path": result.model_path,
+    })

@@ -1,0 +1,152 @@
+"""`flywheel run` materializes the whole graph in-process and prints the report; `flywheel ui` opens the UIs."""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
+
+
+def prepare_environment(home: Path, offline: bool = True) -> None:
+    """Quiet, offline-safe defaults (each can be overridden from the environment) and a Dagster instance in home."""
+    home.mkdir(parents=True, exist_ok=True)
+    for key, value in {"DAGSTER_DISABLE_TELEMETRY": "1", "MLFLOW_DISABLE_TELEMETRY": "true",
+                       "LANCEDB_LOG": "error", "TOKENIZERS_PARALLELISM": "false",
+                       "FLYWHEEL_HOME": str(home)}.items():
+        os.environ.setdefault(key, value)
+    if offline:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")   # bundled models only: no hub lookups that retry for a minute
+    dagster_home = home / "dagster"
+    dagster_home.mkdir(exist_ok=True)
+    if REPO_DAGSTER_YAML.exists() and not (dagster_home / "dagster.yaml").exists():
+        shutil.copy(REPO_DAGSTER_YAML, dagster_home / "dagster.yaml")
+    os.environ.setdefault("DAGSTER_HOME", str(dagster_home))
+
+
+def build_run_config(args: argparse.Namespace) -> dict:
+    ops = {
+        "corpus": {"path": str(Path(args.corpus).expanduser().resolve()) if args.corpus else ""},
+        "synthetic_queries": {"queries_per_chunk": args.queries_per_chunk, "max_chunks": args.max_chunks},
+        "relevance_labels": {"max_queries": args.label_queries, "candidates_per_query": args.candidates},
+        "finetuned_biencoder": {"epochs": args.epochs, "max_steps": args.max_steps,
+                                "learning_rate": args.learning_rate, "interpolation": args.interpolation},
+    }
+    return {"ops": {name: {"config": cfg} for name, cfg in ops.items()}}
+
+
+def make_llm(args: argparse.Namespace, home: Path):
+    from resources.llm import LocalGGUFLLMResource, OpenAICompatibleLLMResource
+
+    cache = str(home / "llm_cache.sqlite")
+    if args.llm_backend == "openai":
+        if not args.llm_base_url or not args.llm_model:
+            raise SystemExit("--llm-backend openai needs --llm-base-url (e.g. http://localhost:8000/v1) and --llm-model; "
+                             "the key is read from FLYWHEEL_LLM_API_KEY")
+        return OpenAICompatibleLLMResource(cache_path=cache, base_url=args.llm_base_url, model=args.llm_model,
+                                           api_key=os.environ.get("FLYWHEEL_LLM_API_KEY", "EMPTY"))
+    return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    home = Path(args.home).expanduser().resolve()
+    prepare_environment(home, offline=not (args.base_model or args.llm_backend == "openai"))
+    import dagster as dg
+
+    from pipelines.definitions import build_definitions
+    from resources.embedder import EmbedderResource
+
+    defs = build_definitions(home, llm=make_llm(args, home), embedder=EmbedderResource(model=args.base_model or ""))
+    job = defs.resolve_job_def("flywheel_job")
+    t0 = time.perf_counter()
+    result = job.execute_in_process(run_config=build_run_config(args), instance=dg.DagsterInstance.get(),
+                                    raise_on_error=False)
+    print(stage_times(result), file=sys.stderr)
+    if not result.success:
+        for event in result.all_events:
+            if event.is_failure:
+                print(event.message, file=sys.stderr)
+        print(f"flywheel run failed after {time.perf_counter() - t0:.0f}s; see the run in `flywheel ui --home {home}`",
+              file=sys.stderr)
+        return 1
+    print((home / "reports" / "evaluation.md").read_text())
+    print(f"done in {time.perf_counter() - t0:.0f}s; report: {home / 'reports' / 'evaluation.json'}")
+    return 0
+
+
+def stage_times(result) -> str:
+    """Seconds per step, from the run's own start/success events."""
+    starts, lines = {}, ["stage seconds:"]
+    for e in result.all_events:
+        if e.event_type_value == "STEP_START":
+            starts[e.step_key] = e.timestamp
+        elif e.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and e.step_key in starts:
+            lines.append(f"  {e.step_key:<28} {e.timestamp - starts[e.step_key]:8.1f}")
+    return "\n".join(lines)
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    home = Path(args.home).expanduser().resolve()
+    prepare_environment(home)
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "FLYWHEEL_MLFLOW_UI": f"http://127.0.0.1:{args.mlflow_port}"}
+    procs = [
+        subprocess.Popen([str(bin_dir / "dagster-webserver"), "-m", "pipelines.definitions", "-h", "127.0.0.1",
+                          "-p", str(args.dagster_port)], env=env),
+        subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+                          "--host", "127.0.0.1", "--port", str(args.mlflow_port)], env=env),
+    ]
+    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait(timeout=20)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flywheel", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize the whole graph in-process and print the evaluation table")
+    run.add_argument("--corpus", default="", help="folder / .jsonl / .parquet / BEIR folder (default: bundled sample)")
+    run.add_argument("--home", default="flywheel_home", help="where everything is written")
+    run.add_argument("--queries-per-chunk", type=int, default=1)
+    run.add_argument("--max-chunks", type=int, default=0, help="write queries for at most this many chunks (0 = all)")
+    run.add_argument("--label-queries", type=int, default=600, help="queries the judge labels (0 = all)")
+    run.add_argument("--candidates", type=int, default=3, help="candidates judged per labelled query")
+    run.add_argument("--epochs", type=float, default=1.0)
+    run.add_argument("--max-steps", type=int, default=0, help="> 0 overrides --epochs")
+    run.add_argument("--learning-rate", type=float, default=1e-5)
+    run.add_argument("--interpolation", type=float, default=0.5, help="WiSE-FT alpha; 1.0 = raw fine-tuned weights")
+    run.add_argument("--base-model", default="", help="hub id or local folder (default: bundled all-MiniLM-L6-v2)")
+    run.add_argument("--llm-backend", choices=["local", "openai"], default="local")
+    run.add_argument("--llm-model", default="", help="local: GGUF file or HF folder; openai: the model name")
+    run.add_argument("--llm-base-url", default="", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    run.set_defaults(func=cmd_run)
+    ui = sub.add_parser("ui", help="start the Dagster UI and the MLflow UI on localhost")
+    ui.add_argument("--home", default="flywheel_home")
+    ui.add_argument("--dagster-port", type=int, default=3000)
+    ui.add_argument("--mlflow-port", type=int, default=5000)
+    ui.set_defaults(func=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

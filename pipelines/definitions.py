@@ -1,0 +1,66 @@
+"""The one code location: every asset, check, resource, job and schedule of flywheel.
+
+`build_definitions(home, llm=...)` is what the CLI and the tests call; `defs` is what `dagster dev` and
+`flywheel ui` load, with the home taken from FLYWHEEL_HOME (default ./flywheel_home).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+from assets import corpus, evaluation, indices, labels, queries, splits, training, triplets
+from resources.embedder import EmbedderResource
+from resources.lance import LanceDBResource
+from resources.llm import LLMResource, LocalGGUFLLMResource
+from resources.tracking import MLflowResource
+from resources.workspace import WorkspaceResource
+
+STAGES = [corpus, indices, queries, labels, splits, triplets, training, evaluation]
+
+flywheel_job = dg.define_asset_job(
+    "flywheel_job",
+    selection=dg.AssetSelection.all(),
+    description="Corpus to evaluated, fine-tuned retriever: every stage in order.",
+    executor_def=dg.in_process_executor,   # the multiprocess executor costs seconds per step on 2 cores
+)
+
+flywheel_job_schedule = dg.ScheduleDefinition(
+    job=flywheel_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Nightly retrain at 02:00 UTC; turn it on in the UI.",
+)
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("FLYWHEEL_HOME", "flywheel_home")).expanduser().resolve()
+
+
+def default_resources(home: Path, llm: LLMResource | None = None, embedder: EmbedderResource | None = None) -> dict:
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "workspace": WorkspaceResource(home=str(home)),
+        "llm": llm or LocalGGUFLLMResource(cache_path=str(home / "llm_cache.sqlite")),
+        "embedder": embedder or EmbedderResource(),
+        "lancedb": LanceDBResource(uri=str(home / "lancedb")),
+        "mlflow": MLflowResource(tracking_uri=f"sqlite:///{home / 'mlflow.db'}"),
+    }
+
+
+def build_definitions(home: Path | None = None, **resource_overrides) -> dg.Definitions:
+    home = Path(home) if home else default_home()
+    assets = dg.load_assets_from_modules(STAGES)
+    checks = dg.load_asset_checks_from_modules(STAGES)
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=checks,
+        jobs=[flywheel_job],
+        schedules=[flywheel_job_schedule],
+        resources=default_resources(home, **resource_overrides),
+    )
+
+
+defs = build_definitions()

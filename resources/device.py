@@ -1,0 +1,57 @@
+"""Run-time accelerator choice: CUDA, then Apple's MPS, then the CPU.
+
+Pure functions (torch is imported lazily) so every GPU code path is exercised on a CPU-only machine:
+tests pass `available=` to pretend a device exists.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: str           # "cuda", "mps" or "cpu"
+    precision: str        # "bf16", "fp16" or "fp32": what training/inference should use there
+    batch_scale: int      # multiply the configured CPU batch size by this on an accelerator
+
+
+def available_devices() -> set[str]:
+    import torch
+
+    found = {"cpu"}
+    if torch.cuda.is_available():
+        found.add("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.add("mps")
+    return found
+
+
+def choose_device(preference: str = "auto", available: set[str] | None = None) -> str:
+    """'auto' -> cuda, then mps, then cpu. An explicit device that is absent is an error, not a silent CPU run."""
+    available = available_devices() if available is None else available
+    if preference == "auto":
+        for device in ("cuda", "mps"):
+            if device in available:
+                return device
+        return "cpu"
+    base = preference.split(":")[0]
+    if base not in available:
+        raise ValueError(
+            f"device={preference!r} was asked for but this machine has only {sorted(available)}; "
+            "set device='auto' (or 'cpu') in the resource config."
+        )
+    return preference
+
+
+def plan_for(device: str, bf16_supported: bool | None = None) -> DevicePlan:
+    """Precision and batch scale suited to a device. CUDA: bf16 where the card has it (Ampere+), else fp16."""
+    base = device.split(":")[0]
+    if base == "cuda":
+        if bf16_supported is None:
+            import torch
+
+            bf16_supported = torch.cuda.is_bf16_supported()
+        return DevicePlan(device, "bf16" if bf16_supported else "fp16", 4)
+    if base == "mps":
+        return DevicePlan(device, "fp32", 2)   # MPS autocast support is uneven across torch releases: stay fp32
+    return DevicePlan(device, "fp32", 1)

