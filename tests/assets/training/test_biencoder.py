@@ -1,0 +1,61 @@
+import pandas as pd
+import pytest
+import torch
+
+from assets.training.biencoder import TrainSettings, interpolate_weights, train_biencoder
+
+
+def test_interpolation_is_a_convex_mix_of_float_tensors():
+    base = {"w": torch.zeros(2), "ids": torch.tensor([1, 2])}
+    tuned = {"w": torch.ones(2), "ids": torch.tensor([3, 4])}
+    mixed = interpolate_weights(base, tuned, 0.25)
+    assert torch.allclose(mixed["w"], torch.full((2,), 0.25))
+    assert torch.equal(mixed["ids"], tuned["ids"])
+    assert torch.allclose(interpolate_weights(base, tuned, 1.0)["w"], tuned["w"])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        interpolate_weights(base, tuned, 1.5)
+
+
+def _triplets(n=24):
+    rows = []
+    for i in range(n):
+        split = "validation" if i % 4 == 0 else "train"
+        rows.append({"query_id": f"q{i}", "split": split, "anchor": f"what is topic {i}",
+                     "positive": f"topic {i} is described here", "negative": f"unrelated text {i}",
+                     "positive_chunk_id": f"p{i}", "negative_chunk_id": f"n{i}"})
+    return pd.DataFrame(rows)
+
+
+def _chunks(tr):
+    return pd.DataFrame({"chunk_id": list(tr["positive_chunk_id"]) + list(tr["negative_chunk_id"]),
+                         "doc_id": list(tr["query_id"]) * 2, "text": list(tr["positive"]) + list(tr["negative"])})
+
+
+def test_training_moves_the_weights_validates_and_saves_a_reloadable_model(tmp_path, tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tr = _triplets()
+    logged = []
+    result = train_biencoder(model, tr, _chunks(tr), tmp_path, TrainSettings(max_steps=4, batch_size=4, evals_per_run=2,
+                                                                              learning_rate=1e-3, interpolation=0.5),
+                             on_log=lambda logs, step: logged.append((step, logs)))
+    assert result.steps == 4
+    assert any("loss" in h for h in result.history)
+    assert "validation_cosine_ndcg@10" in result.validation_base and result.validation_final
+    assert any("eval_validation_cosine_ndcg@10" in logs for _, logs in logged)
+    after = model.state_dict()
+    assert any(not torch.allclose(before[k], after[k]) for k in before if before[k].is_floating_point())
+    reloaded = SentenceTransformer(result.model_path, device="cpu")
+    assert torch.allclose(reloaded.encode(["x"], convert_to_tensor=True), model.encode(["x"], convert_to_tensor=True),
+                          atol=1e-5)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_too_few_triplets_is_a_clear_error(tmp_path, tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    tr = _triplets(1)
+    with pytest.raises(ValueError, match="queries_per_chunk"):
+        train_biencoder(SentenceTransformer(tiny_model_path, device="cpu"), tr, _chunks(tr), tmp_path, TrainSettings())
