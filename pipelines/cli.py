@@ -53,7 +53,8 @@ def make_llm(args: argparse.Namespace, home: Path):
     return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def run_flywheel(args: argparse.Namespace):
+    """Materialize flywheel_job in-process; returns (result, stage seconds). Used by the CLI and bench/."""
     home = Path(args.home).expanduser().resolve()
     prepare_environment(home, offline=not (args.base_model or args.llm_backend == "openai"))
     import dagster as dg
@@ -63,10 +64,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     defs = build_definitions(home, llm=make_llm(args, home), embedder=EmbedderResource(model=args.base_model or ""))
     job = defs.resolve_job_def("flywheel_job")
-    t0 = time.perf_counter()
     result = job.execute_in_process(run_config=build_run_config(args), instance=dg.DagsterInstance.get(),
                                     raise_on_error=False)
-    print(stage_times(result), file=sys.stderr)
+    return result, stage_seconds(result)
+
+
+def stage_seconds(result) -> dict[str, float]:
+    """Seconds per step, from the run's own start and success/failure events."""
+    starts, seconds = {}, {}
+    for e in result.all_events:
+        if e.event_type_value == "STEP_START":
+            starts[e.step_key] = e.timestamp
+        elif e.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and e.step_key in starts:
+            seconds[e.step_key] = e.timestamp - starts[e.step_key]
+    return seconds
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    home = Path(args.home).expanduser().resolve()
+    t0 = time.perf_counter()
+    result, seconds = run_flywheel(args)
+    print("stage seconds:\n" + "\n".join(f"  {k:<28} {v:8.1f}" for k, v in seconds.items()), file=sys.stderr)
     if not result.success:
         for event in result.all_events:
             if event.is_failure:
@@ -77,17 +95,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     print((home / "reports" / "evaluation.md").read_text())
     print(f"done in {time.perf_counter() - t0:.0f}s; report: {home / 'reports' / 'evaluation.json'}")
     return 0
-
-
-def stage_times(result) -> str:
-    """Seconds per step, from the run's own start/success events."""
-    starts, lines = {}, ["stage seconds:"]
-    for e in result.all_events:
-        if e.event_type_value == "STEP_START":
-            starts[e.step_key] = e.timestamp
-        elif e.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE") and e.step_key in starts:
-            lines.append(f"  {e.step_key:<28} {e.timestamp - starts[e.step_key]:8.1f}")
-    return "\n".join(lines)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:

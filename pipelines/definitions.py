@@ -42,6 +42,7 @@ def default_home() -> Path:
 def default_resources(home: Path, llm: LLMResource | None = None, embedder: EmbedderResource | None = None) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     return {
+        "io_manager": dg.FilesystemIOManager(base_dir=str(home / "storage")),   # outputs persist in the home
         "workspace": WorkspaceResource(home=str(home)),
         "llm": llm or LocalGGUFLLMResource(cache_path=str(home / "llm_cache.sqlite")),
         "embedder": embedder or EmbedderResource(),

@@ -53,7 +53,7 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig, workspace: W
         output_name="documents",
         metadata={
             "corpus": name,
-            "path": str(path),
+            "corpus_path": str(path),
             "n_documents": len(docs),
             **skipped,
             "skipped_examples": dg.MetadataValue.json(report.examples),

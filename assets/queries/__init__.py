@@ -14,9 +14,7 @@ import pandas as pd
 
 from assets.common import preview, progress_logger, stable_fraction, stable_hash, stable_sample
 from resources.llm import LLMResource, QueryRequest
-from resources.prompts import filter_queries
-
-QUERY_STYLES = ("question", "keywords", "claim")
+from resources.prompts import QUERY_STYLES, filter_queries
 
 
 class QueryGenConfig(dg.Config):
@@ -41,23 +39,21 @@ def plan_requests(chunks: pd.DataFrame, config: QueryGenConfig) -> list[QueryReq
 
 
 def queries_frame(generated, chunks: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
-    """Filter the generated queries per chunk and give each a stable id."""
+    """Filter the generated queries of each (chunk, style) and give each kept query a stable id."""
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
     chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
     reasons: Counter = Counter()
-    rows, by_chunk = [], {}
+    groups: dict[tuple[str, str], list] = {}
     for g in generated:
-        by_chunk.setdefault(g.chunk_id, []).append(g)
-    for chunk_id, items in by_chunk.items():
-        kept, why = filter_queries([g.text for g in items], chunk_text[chunk_id])
+        groups.setdefault((g.chunk_id, g.style), []).append(g)
+    rows = []
+    for (chunk_id, style), items in groups.items():
+        kept, why = filter_queries([g.text for g in items], chunk_text[chunk_id], style)
         reasons.update(why)
-        kept_set = list(kept)
-        for g in items:
-            if g.text in kept_set:
-                kept_set.remove(g.text)
-                rows.append({"query_id": stable_hash([chunk_id, g.style, g.text]), "chunk_id": chunk_id,
-                             "doc_id": chunk_doc[chunk_id], "style": g.style, "text": g.text, "model": g.model,
-                             "prompt_version": g.prompt_version})
+        for text in kept:
+            rows.append({"query_id": stable_hash([chunk_id, style, text]), "chunk_id": chunk_id,
+                         "doc_id": chunk_doc[chunk_id], "style": style, "text": text, "model": items[0].model,
+                         "prompt_version": items[0].prompt_version})
     df = pd.DataFrame(rows, columns=["query_id", "chunk_id", "doc_id", "style", "text", "model", "prompt_version"])
     return df.drop_duplicates("query_id").reset_index(drop=True), reasons
 

@@ -1,0 +1,59 @@
+"""Quality benchmark: the whole pipeline over BEIR folders, one table of every retriever on human queries.
+
+    .venv/bin/python bench/quality.py ../shared/datasets/cranfield ../shared/datasets/cisi [--home /tmp/bench] [knobs]
+
+Any `flywheel run` knob can follow (e.g. --max-chunks 500 --label-queries 300). Each dataset gets its own
+home (<home>/<dataset>), so reruns reuse the cached LLM calls. Prints nDCG@10 (and recall@100) of BM25,
+base dense, base hybrid, fine-tuned dense and fine-tuned hybrid on each human query set and on the synthetic
+test split, then the wall time of every stage.
+"""
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipelines.cli import parser, run_flywheel  # noqa: E402
+
+RETRIEVERS = ["bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"]
+
+
+def main(argv: list[str]) -> int:
+    folders = [a for a in argv if not a.startswith("--") and Path(a).is_dir()]
+    knobs = [a for a in argv if a not in folders]
+    base_home = Path("/tmp/flywheel-bench")
+    if "--home" in knobs:
+        i = knobs.index("--home")
+        base_home = Path(knobs[i + 1])
+        del knobs[i:i + 2]
+    if not folders:
+        print(__doc__)
+        return 2
+    rows, timings = [], {}
+    for folder in folders:
+        name = Path(folder).resolve().name
+        args = parser().parse_args(["run", "--corpus", folder, "--home", str(base_home / name), *knobs])
+        t0 = time.perf_counter()
+        result, seconds = run_flywheel(args)
+        timings[name] = {**seconds, "total": time.perf_counter() - t0}
+        if not result.success:
+            print(f"{name}: run failed; see the Dagster run under {base_home / name}", file=sys.stderr)
+            continue
+        report = result.output_for_node("evaluation_report")
+        for set_name, qs in report["query_sets"].items():
+            for r in RETRIEVERS:
+                m = qs["retrievers"][r]
+                rows.append((name, set_name, qs["n_queries"], r, m["ndcg@10"], m["recall@100"]))
+    print("\n| dataset | query set | n | retriever | nDCG@10 | recall@100 |\n|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} | {row[4]:.3f} | {row[5]:.3f} |")
+    stages = sorted({s for t in timings.values() for s in t}, key=lambda s: (s == "total", s))
+    print("\n| stage | " + " | ".join(timings) + " |\n|---|" + "---|" * len(timings))
+    for s in stages:
+        print(f"| {s} | " + " | ".join(f"{t.get(s, 0):.0f}s" for t in timings.values()) + " |")
+    print(f"\nrerun: .venv/bin/python bench/quality.py {' '.join(argv)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

