@@ -29,7 +29,7 @@ class TrainConfig(dg.Config):
     interpolation: float = 0.5          # WiSE-FT: 0.5 * tuned + 0.5 * base; 1.0 ships the raw fine-tune
     evals_per_run: int = 4
     seed: int = 42
-    register: bool = True               # register the model in the MLflow registry as REGISTERED_BIENCODER
+    register_model: bool = True         # register the model in the MLflow registry as REGISTERED_BIENCODER
 
 
 def code_version() -> str:
@@ -76,14 +76,14 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
         seconds = time.perf_counter() - t0
         mlflow_api.log_metric("train_seconds", seconds)
         version = None
-        if config.register:
+        if config.register_model:
             info = mlflow_api.sentence_transformers.log_model(model, name="model",
                                                               registered_model_name=REGISTERED_BIENCODER)
             version = getattr(info, "registered_model_version", None)
         url = mlflow.run_url(run)
     key = "validation_cosine_ndcg@10"
     value = {"model_path": result.model_path, "mlflow_run_id": run.info.run_id, "mlflow_run_url": url,
-             "registered_model": REGISTERED_BIENCODER if config.register else None, "model_version": version,
+             "registered_model": REGISTERED_BIENCODER if config.register_model else None, "model_version": version,
              "base_model": embedder.base_model_path(), "steps": result.steps,
              "validation_ndcg@10_base": result.validation_base.get(key),
              "validation_ndcg@10_finetuned": result.validation_final.get(key)}
