@@ -105,6 +105,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
                           "--host", "127.0.0.1", "--port", str(args.mlflow_port)], env=env),
     ]
     print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
+
+    def _stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)   # `kill` or a test's terminate() stops both servers too
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(1)

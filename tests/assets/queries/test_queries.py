@@ -35,3 +35,32 @@ def test_frame_filters_and_counts_reasons():
     assert sorted(df["text"]) == ["flow lift", "what lifts wings?"]
     assert reasons["duplicate"] == 1 and reasons["empty"] == 1 and reasons["near_copy"] == 1
     assert df["query_id"].is_unique and set(df["doc_id"]) == {"d1", "d2"}
+
+
+def test_asset_with_a_fake_llm_reports_counts(fake_llm):
+    import dagster as dg
+
+    from assets.queries import synthetic_queries
+
+    out = synthetic_queries(context=dg.build_asset_context(), chunks=CHUNKS, llm=fake_llm,
+                            config=QueryGenConfig(queries_per_chunk=2, max_chunks=10))
+    df, meta = out.value, out.metadata
+    assert len(df) > 0 and set(df["chunk_id"]) <= set(CHUNKS["chunk_id"])
+    assert meta["requests"].value == 20 and meta["llm_calls"].value == 20
+    assert "| style | text | chunk_id |" in meta["preview"].value
+
+
+def test_asset_fails_clearly_when_nothing_usable_comes_back(fake_llm):
+    import dagster as dg
+    import pytest
+
+    from assets.queries import synthetic_queries
+
+    class Silent(type(fake_llm)):
+        def write_queries(self, requests, progress=None):
+            from resources.llm import CallStats, GeneratedQuery
+
+            return [GeneratedQuery(r.chunk_id, r.style, "", "m", "v", False) for r in requests], CallStats(calls=1)
+
+    with pytest.raises(ValueError, match="wrote no usable query"):
+        synthetic_queries(context=dg.build_asset_context(), chunks=CHUNKS, llm=Silent(), config=QueryGenConfig())
