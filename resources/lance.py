@@ -92,7 +92,23 @@ class LanceDBResource(dg.ConfigurableResource):
 
         return lancedb.connect(self.uri)
 
-    def write_chunk_table(self, name: str, chunks, vectors) -> ChunkIndex:
+    def stored_vectors(self, name: str, model: str) -> dict[str, "np.ndarray"]:
+        """chunk_id -> vector already in table `name` if it was embedded by `model`: unchanged chunks are not
+        embedded again. Empty when the table is absent or holds another model's vectors."""
+        db = self.connect()
+        if name not in db.table_names():
+            return {}
+        tbl = db.open_table(name)
+        if "model" not in tbl.schema.names:
+            return {}
+        data = tbl.to_arrow().select(["chunk_id", "model", "vector"])
+        if set(data.column("model").unique().to_pylist()) != {model}:
+            return {}
+        ids = data.column("chunk_id").to_pylist()
+        mat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(len(ids), -1)
+        return dict(zip(ids, mat))
+
+    def write_chunk_table(self, name: str, chunks, vectors, model: str = "") -> ChunkIndex:
         """(Re)write `name` from a chunks DataFrame and its vectors, then rebuild the full-text index.
 
         LanceDB does not update an FTS index on `add`, so the index is rebuilt after every write.
@@ -108,6 +124,7 @@ class LanceDBResource(dg.ConfigurableResource):
                 "chunk_id": pa.array(chunks["chunk_id"].astype(str).tolist()),
                 "doc_id": pa.array(chunks["doc_id"].astype(str).tolist()),
                 "text": pa.array(chunks["text"].astype(str).tolist()),
+                "model": pa.array([model] * len(chunks), pa.string()),
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
             }
         )
