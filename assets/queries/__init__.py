@@ -2,8 +2,8 @@
 
 Three styles, so the model learns more than one way people search: a natural question, a keyword search,
 and a statement or claim to verify. Each chunk gets `queries_per_chunk` queries, styles assigned in a
-stable round-robin from the chunk's hash. Outputs are filtered (empty, duplicate, or a copy of the
-passage) and every filtered query is counted by reason. Every LLM response is cached before it is used
+stable round-robin from the chunk's hash. Outputs are filtered by the LLM resource (empty, duplicate, an
+echo of a few-shot example, or a copy of the passage; resources/prompts.py) and counted by reason. Every LLM response is cached before it is used
 (resources/llm_cache.py), so a rerun pays only for chunks it has not seen.
 """
 
@@ -14,7 +14,7 @@ import pandas as pd
 
 from assets.common import preview, progress_logger, stable_fraction, stable_hash, stable_sample
 from resources.llm import LLMResource, QueryRequest
-from resources.prompts import QUERY_STYLES, filter_queries
+from resources.prompts import QUERY_STYLES
 
 
 class QueryGenConfig(dg.Config):
@@ -38,24 +38,14 @@ def plan_requests(chunks: pd.DataFrame, config: QueryGenConfig) -> list[QueryReq
     return requests
 
 
-def queries_frame(generated, chunks: pd.DataFrame) -> tuple[pd.DataFrame, Counter]:
-    """Filter the generated queries of each (chunk, style) and give each kept query a stable id."""
-    chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
+def queries_frame(generated, chunks: pd.DataFrame) -> pd.DataFrame:
+    """One row per generated query (already filtered by the LLM resource), with a stable id."""
     chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
-    reasons: Counter = Counter()
-    groups: dict[tuple[str, str], list] = {}
-    for g in generated:
-        groups.setdefault((g.chunk_id, g.style), []).append(g)
-    rows = []
-    for (chunk_id, style), items in groups.items():
-        kept, why = filter_queries([g.text for g in items], chunk_text[chunk_id], style)
-        reasons.update(why)
-        for text in kept:
-            rows.append({"query_id": stable_hash([chunk_id, style, text]), "chunk_id": chunk_id,
-                         "doc_id": chunk_doc[chunk_id], "style": style, "text": text, "model": items[0].model,
-                         "prompt_version": items[0].prompt_version})
+    rows = [{"query_id": stable_hash([g.chunk_id, g.style, g.text]), "chunk_id": g.chunk_id,
+             "doc_id": chunk_doc[g.chunk_id], "style": g.style, "text": g.text, "model": g.model,
+             "prompt_version": g.prompt_version} for g in generated]
     df = pd.DataFrame(rows, columns=["query_id", "chunk_id", "doc_id", "style", "text", "model", "prompt_version"])
-    return df.drop_duplicates("query_id").reset_index(drop=True), reasons
+    return df.drop_duplicates("query_id").reset_index(drop=True)
 
 
 @dg.asset(group_name="queries", compute_kind="llm", pool="llm", op_tags={"flywheel/compute": "gpu"})
@@ -68,7 +58,8 @@ def synthetic_queries(context: dg.AssetExecutionContext, chunks: pd.DataFrame, l
                      f"({config.queries_per_chunk} per chunk, {len(requests and set(r.chunk_id for r in requests))} "
                      f"chunks) with {llm.model_id()}; cached responses are not paid again")
     generated, stats = llm.write_queries(requests, progress=progress_logger(context, "synthetic_queries"))
-    df, reasons = queries_frame(generated, chunks)
+    df = queries_frame(generated, chunks)
+    reasons = stats.filter_reasons
     df.attrs.update(chunks.attrs)
     if df.empty:
         raise ValueError(f"the LLM wrote no usable query for {len(requests)} requests (failures={stats.failures}, "
