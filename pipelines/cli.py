@@ -30,14 +30,17 @@ def prepare_environment(home: Path, offline: bool = True) -> None:
 
 
 def build_run_config(args: argparse.Namespace) -> dict:
-    ops = {
-        "corpus": {"path": str(Path(args.corpus).expanduser().resolve()) if args.corpus else ""},
+    """Run config for flywheel_job: only the knobs given on the command line; the rest keep the stages'
+    own defaults (their Config classes are the one place a default lives)."""
+    knobs = {
+        "corpus": {"path": str(Path(args.corpus).expanduser().resolve()) if args.corpus else None},
         "synthetic_queries": {"queries_per_chunk": args.queries_per_chunk, "max_chunks": args.max_chunks},
         "relevance_labels": {"max_queries": args.label_queries, "candidates_per_query": args.candidates},
         "finetuned_biencoder": {"epochs": args.epochs, "max_steps": args.max_steps,
                                 "learning_rate": args.learning_rate, "interpolation": args.interpolation},
     }
-    return {"ops": {name: {"config": cfg} for name, cfg in ops.items()},
+    ops = {op: {"config": {k: v for k, v in cfg.items() if v is not None}} for op, cfg in knobs.items()}
+    return {"ops": {op: c for op, c in ops.items() if c["config"]},
             "loggers": {"console": {"config": {"log_level": args.log_level}}}}
 
 
@@ -130,14 +133,14 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize the whole graph in-process and print the evaluation table")
     run.add_argument("--corpus", default="", help="folder / .jsonl / .parquet / BEIR folder (default: bundled sample)")
     run.add_argument("--home", default="flywheel_home", help="where everything is written")
-    run.add_argument("--queries-per-chunk", type=int, default=1)
-    run.add_argument("--max-chunks", type=int, default=0, help="write queries for at most this many chunks (0 = all)")
-    run.add_argument("--label-queries", type=int, default=600, help="queries the judge labels (0 = all)")
-    run.add_argument("--candidates", type=int, default=3, help="candidates judged per labelled query")
-    run.add_argument("--epochs", type=float, default=1.0)
-    run.add_argument("--max-steps", type=int, default=0, help="> 0 overrides --epochs")
-    run.add_argument("--learning-rate", type=float, default=1e-5)
-    run.add_argument("--interpolation", type=float, default=0.5, help="WiSE-FT alpha; 1.0 = raw fine-tuned weights")
+    run.add_argument("--queries-per-chunk", type=int, help="synthetic queries per chunk (default 1)")
+    run.add_argument("--max-chunks", type=int, help="write queries for a stable sample of this many chunks (0 = all)")
+    run.add_argument("--label-queries", type=int, help="queries the judge labels (default 300; 0 = all)")
+    run.add_argument("--candidates", type=int, help="candidates judged per labelled query (default 3)")
+    run.add_argument("--epochs", type=float, help="training epochs (default 1)")
+    run.add_argument("--max-steps", type=int, help="> 0 overrides --epochs")
+    run.add_argument("--learning-rate", type=float, help="default 1e-5")
+    run.add_argument("--interpolation", type=float, help="WiSE-FT alpha (default 0.5); 1.0 = raw fine-tuned weights")
     run.add_argument("--base-model", default="", help="hub id or local folder (default: bundled all-MiniLM-L6-v2)")
     run.add_argument("--llm-backend", choices=["local", "openai"], default="local")
     run.add_argument("--llm-model", default="", help="local: GGUF file or HF folder; openai: the model name")
