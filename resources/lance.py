@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    import numpy as np
 
 RETRIEVERS = ("bm25", "dense", "hybrid")
 _FTS_UNSAFE = re.compile(r"[^\w\s]", re.UNICODE)

@@ -1,0 +1,172 @@
+"""The online LLM backend: any OpenAI-compatible chat endpoint, structured output through instructor."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, Field, PrivateAttr
+
+from resources import prompts
+from resources.llm import JudgeRequest, LLMResource, _Call
+
+logger = logging.getLogger(__name__)
+
+# ----------------------------------------------------------------------------------------------- remote
+
+
+class WrittenQueries(BaseModel):
+    queries: list[str]
+
+
+class RelevanceGrade(BaseModel):
+    grade: int = Field(ge=0, le=3)
+    reason: str = ""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: timeouts, connection errors, HTTP 408/409/429 and 5xx."""
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
+        return True
+    if isinstance(exc, openai.APIStatusError):
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
+    return False
+
+
+class OpenAICompatibleLLMResource(LLMResource):
+    """Any OpenAI-compatible chat endpoint, with JSON output validated by instructor."""
+
+    base_url: str = Field(description="e.g. http://localhost:8000/v1")
+    model: str
+    api_key: str = "EMPTY"  # pass dg.EnvVar("FLYWHEEL_LLM_API_KEY")
+    max_concurrency: int = 4
+    max_retries: int = 5  # retries after the first attempt, on timeouts, connection errors, 429 and 5xx
+    timeout_s: float = 60.0
+    retry_backoff_s: float = 1.0  # the first wait; it doubles per retry, capped at 30 s
+    parse_retries: int = 1  # instructor re-asks this many times after an answer that fails validation
+    query_temperature: float = 0.7  # varied queries
+    judge_temperature: float = 0.0  # repeatable grades
+    mode: str = "json"  # instructor mode: "json" (response_format json_object), "json_schema", "tools", "md_json"
+
+    _client: Any = PrivateAttr(default=None)
+
+    def model_id(self) -> str:
+        return self.model
+
+    def _query_prompt_version(self) -> str:
+        return prompts.CHAT_QUERY_PROMPT_VERSION
+
+    def _judge_prompt_version(self) -> str:
+        return prompts.CHAT_JUDGE_PROMPT_VERSION
+
+    def _judge_name(self) -> str:
+        return f"chat:{self.model}"
+
+    def _query_call_plan(self, n: int) -> list[tuple[int, int]]:
+        return [(0, n)]  # one call asks for all n queries, so they differ from each other
+
+    def _generation_signature(self) -> str:
+        return f"t{self.query_temperature}"
+
+    def _judge_signature(self) -> str:
+        return f"t{self.judge_temperature}"
+
+    def _parse_queries(self, raw: str, count: int) -> list[str] | None:
+        return prompts.parse_written_queries(raw)
+
+    def _parse_judge(self, raw: str) -> tuple[float, int | None] | None:
+        grade = prompts.parse_judge_json(raw)
+        return None if grade is None else (float(grade), grade)
+
+    def _grades(self, requests: list[JudgeRequest], scores: list[float | None]) -> list[int | None]:
+        return [None] * len(requests)  # the chat judge grades directly
+
+    def get_client(self) -> Any:
+        if self._client is None:
+            import instructor
+            import openai
+
+            Mode = instructor.Mode
+            modes = {"json": Mode.JSON, "json_schema": Mode.JSON_SCHEMA, "tools": Mode.TOOLS, "md_json": Mode.MD_JSON}
+            if self.mode not in modes:
+                raise ValueError(f"Unknown mode {self.mode!r}: use one of {', '.join(modes)}.")
+            raw_client = openai.OpenAI(  # retries are ours (tenacity), so the client makes none of its own
+                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0
+            )
+            self._client = instructor.from_openai(raw_client, mode=modes[self.mode])
+        return self._client
+
+    def _complete(self, response_model: type[BaseModel], messages: list[dict], temperature: float) -> str:
+        """The raw text of one structured completion, retried with backoff on transient errors."""
+        import tenacity
+        from instructor.core.exceptions import InstructorRetryException
+
+        client = self.get_client()
+
+        def once() -> str:
+            try:
+                _, completion = client.chat.completions.create_with_completion(
+                    model=self.model,
+                    messages=messages,
+                    response_model=response_model,
+                    max_retries=self.parse_retries,
+                    temperature=temperature,
+                )
+                return _completion_text(completion)
+            except InstructorRetryException as exc:
+                if exc.failed_attempts:  # answered, but not valid: keep the raw answer, our parser decides
+                    return _completion_text(exc.last_completion)
+                if isinstance(exc.__cause__, Exception):
+                    raise exc.__cause__ from None  # the transport error, so the retry policy can see it
+                raise
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.retry_backoff_s, max=30),
+            retry=tenacity.retry_if_exception(is_transient),
+            reraise=True,
+        )
+        return retrying(once)
+
+    def _run_parallel(self, calls: list[_Call], work: Callable[[_Call], str], emit: Callable, fail: Callable) -> None:
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        self.get_client()  # build it once, before the threads start
+        with ThreadPoolExecutor(max_workers=max(1, self.max_concurrency)) as pool:
+            futures = {pool.submit(work, call): call for call in calls}
+            for future in as_completed(futures):
+                call = futures[future]
+                try:
+                    raw = future.result()
+                except Exception as exc:  # counted and skipped: the other calls' results stand
+                    fail(call, exc)
+                else:
+                    emit(call, raw)
+
+    def _run_query_calls(self, calls: list[_Call], emit: Callable, fail: Callable) -> None:
+        def work(call: _Call) -> str:
+            req, _, count = call.payload
+            messages = prompts.build_chat_query_messages(req.text, req.style, count, self.max_passage_chars)
+            return self._complete(WrittenQueries, messages, self.query_temperature)
+
+        self._run_parallel(calls, work, emit, fail)
+
+    def _run_judge_calls(self, calls: list[_Call], emit: Callable, fail: Callable) -> None:
+        def work(call: _Call) -> str:
+            req: JudgeRequest = call.payload
+            messages = prompts.build_chat_judge_messages(req.query, req.passage, self.max_passage_chars)
+            return self._complete(RelevanceGrade, messages, self.judge_temperature)
+
+        self._run_parallel(calls, work, emit, fail)
+
+
+def _completion_text(completion: Any) -> str:
+    """The message content of a chat completion, or its first tool call's arguments."""
+    if completion is None or not getattr(completion, "choices", None):
+        return ""
+    message = completion.choices[0].message
+    if getattr(message, "tool_calls", None):
+        return message.tool_calls[0].function.arguments or ""
+    return message.content or ""
