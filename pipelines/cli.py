@@ -134,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--corpus", default="", help="folder / .jsonl / .parquet / BEIR folder (default: bundled sample)")
     run.add_argument("--home", default="flywheel_home", help="where everything is written")
     run.add_argument("--queries-per-chunk", type=int, help="synthetic queries per chunk (default 1)")
-    run.add_argument("--max-chunks", type=int, help="write queries for a stable sample of this many chunks (0 = all)")
+    run.add_argument("--max-chunks", type=int, help="write queries for a stable sample of this many chunks (default 2500; 0 = all)")
     run.add_argument("--label-queries", type=int, help="queries the judge labels (default 300; 0 = all)")
     run.add_argument("--candidates", type=int, help="candidates judged per labelled query (default 3)")
     run.add_argument("--epochs", type=float, help="training epochs (default 1)")

@@ -13,7 +13,7 @@ import dagster as dg
 from assets import corpus, evaluation, indices, labels, queries, splits, training, triplets
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
-from resources.llm import LLMResource, LocalGGUFLLMResource
+from resources.llm import LLMResource, LocalGGUFLLMResource, OpenAICompatibleLLMResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
@@ -39,12 +39,23 @@ def default_home() -> Path:
     return Path(os.environ.get("FLYWHEEL_HOME", "flywheel_home")).expanduser().resolve()
 
 
+def default_llm(home: Path) -> LLMResource:
+    """The bundled local model, unless FLYWHEEL_LLM_BASE_URL names an OpenAI-compatible endpoint; then the
+    URL, model and key are dg.EnvVar values, read at run time and never shown in the UI."""
+    cache = str(home / "llm_cache.sqlite")
+    if os.environ.get("FLYWHEEL_LLM_BASE_URL"):
+        return OpenAICompatibleLLMResource(cache_path=cache, base_url=dg.EnvVar("FLYWHEEL_LLM_BASE_URL"),
+                                           model=dg.EnvVar("FLYWHEEL_LLM_MODEL"),
+                                           api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"))
+    return LocalGGUFLLMResource(cache_path=cache)
+
+
 def default_resources(home: Path, llm: LLMResource | None = None, embedder: EmbedderResource | None = None) -> dict:
     home.mkdir(parents=True, exist_ok=True)
     return {
         "io_manager": dg.FilesystemIOManager(base_dir=str(home / "storage")),   # outputs persist in the home
         "workspace": WorkspaceResource(home=str(home)),
-        "llm": llm or LocalGGUFLLMResource(cache_path=str(home / "llm_cache.sqlite")),
+        "llm": llm or default_llm(home),
         "embedder": embedder or EmbedderResource(),
         "lancedb": LanceDBResource(uri=str(home / "lancedb")),
         "mlflow": MLflowResource(tracking_uri=f"sqlite:///{home / 'mlflow.db'}"),

@@ -94,3 +94,14 @@ def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):
     assert "loss" in run.data.metrics or any("loss" in k for k in run.data.metrics)
     versions = client.search_model_versions("name='flywheel-biencoder'")
     assert [v.run_id for v in versions] == [model["mlflow_run_id"]]
+
+
+def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_of_config(tmp_path, monkeypatch):
+    from resources.llm import OpenAICompatibleLLMResource
+
+    monkeypatch.setenv("FLYWHEEL_LLM_BASE_URL", "http://127.0.0.1:8000/v1")
+    monkeypatch.setenv("FLYWHEEL_LLM_MODEL", "qwen")
+    monkeypatch.setenv("FLYWHEEL_LLM_API_KEY", "secret")
+    llm = build_definitions(tmp_path).resources["llm"]
+    assert isinstance(llm, OpenAICompatibleLLMResource)
+    assert isinstance(llm.api_key, dg.EnvVar) and "secret" not in repr(llm.api_key)
