@@ -19,13 +19,14 @@ RETRIEVERS = ["bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_fi
 
 
 def main(argv: list[str]) -> int:
+    argv = list(argv)
+    base_home = Path("/tmp/flywheel-bench")
+    if "--home" in argv:
+        i = argv.index("--home")
+        base_home = Path(argv[i + 1])
+        del argv[i:i + 2]
     folders = [a for a in argv if not a.startswith("--") and Path(a).is_dir()]
     knobs = [a for a in argv if a not in folders]
-    base_home = Path("/tmp/flywheel-bench")
-    if "--home" in knobs:
-        i = knobs.index("--home")
-        base_home = Path(knobs[i + 1])
-        del knobs[i:i + 2]
     if not folders:
         print(__doc__)
         return 2
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> int:
     print("\n| stage | " + " | ".join(timings) + " |\n|---|" + "---|" * len(timings))
     for s in stages:
         print(f"| {s} | " + " | ".join(f"{t.get(s, 0):.0f}s" for t in timings.values()) + " |")
-    print(f"\nrerun: .venv/bin/python bench/quality.py {' '.join(argv)}")
+    print(f"\nrerun: .venv/bin/python bench/quality.py {' '.join(sys.argv[1:])}")
     return 0
 
 
