@@ -57,6 +57,36 @@ def make_llm(args: argparse.Namespace, home: Path):
     return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "")
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_abandoned_runs(instance) -> list[str]:
+    """Fail earlier CLI runs whose process is gone, and free the pool slots they held.
+
+    A run killed mid-step (Ctrl-C twice, OOM, a closed laptop) never releases its `llm`/`gpu` slot, and
+    the next run would wait for it forever. CLI runs carry their pid, so a dead one is recognisable.
+    """
+    import dagster as dg
+
+    released = []
+    live = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=live, tags={"flywheel/launched_by": "cli"})):
+        pid = int(run.tags.get("flywheel/pid", "0") or 0)
+        if pid and _process_alive(pid):
+            continue
+        instance.report_run_failed(run, message=f"flywheel: the process of this run (pid {pid}) is gone")
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
+
+
 def run_flywheel(args: argparse.Namespace):
     """Materialize flywheel_job in-process; returns (result, stage seconds). Used by the CLI and bench/."""
     home = Path(args.home).expanduser().resolve()
@@ -68,8 +98,11 @@ def run_flywheel(args: argparse.Namespace):
 
     defs = build_definitions(home, llm=make_llm(args, home), embedder=EmbedderResource(model=args.base_model or ""))
     job = defs.resolve_job_def("flywheel_job")
-    result = job.execute_in_process(run_config=build_run_config(args), instance=dg.DagsterInstance.get(),
-                                    raise_on_error=False)
+    instance = dg.DagsterInstance.get()
+    for run_id in release_abandoned_runs(instance):
+        print(f"flywheel: released run {run_id}, whose process is gone", file=sys.stderr)
+    result = job.execute_in_process(run_config=build_run_config(args), instance=instance, raise_on_error=False,
+                                    tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
     return result, stage_seconds(result)
 
 

@@ -25,3 +25,36 @@ def test_openai_backend_needs_url_and_model(tmp_path):
     llm = make_llm(parser().parse_args(["run", "--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1",
                                         "--llm-model", "m"]), tmp_path)
     assert llm.model_id() and llm.cache_path.endswith("llm_cache.sqlite")
+
+
+def test_a_dead_cli_run_gives_back_its_pool_slot(tmp_path, monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    import dagster as dg
+
+    from pipelines.cli import release_abandoned_runs
+
+    shutil.copy(Path(__file__).resolve().parents[2] / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    instance = dg.DagsterInstance.get()
+
+    @dg.op
+    def noop():
+        return 1
+
+    @dg.job
+    def j():
+        noop()
+
+    dead = instance.create_run_for_job(j, tags={"flywheel/launched_by": "cli", "flywheel/pid": "999999999"})
+    alive = instance.create_run_for_job(j, tags={"flywheel/launched_by": "cli", "flywheel/pid": str(__import__("os").getpid())})
+    for run in (dead, alive):
+        instance.handle_run_event(run.run_id, dg.DagsterEvent(dg.DagsterEventType.RUN_START.value, job_name="j"))
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("llm", 1)
+    assert storage.claim_concurrency_slot("llm", dead.run_id, "noop").is_claimed
+    assert release_abandoned_runs(instance) == [dead.run_id]
+    assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
+    assert storage.claim_concurrency_slot("llm", alive.run_id, "noop").is_claimed   # the slot is free again
