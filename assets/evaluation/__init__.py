@@ -21,8 +21,6 @@ from resources.lance import LanceDBResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
-REPORT_METRICS = ["ndcg@10", "mrr@10", "recall@1", "recall@3", "recall@5", "recall@10", "recall@20",
-                  "recall@100", "accuracy@1", "accuracy@3"]
 TABLE_METRICS = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "accuracy@1", "accuracy@3"]
 DEPTH = 100            # documents (or chunks) scored per query: recall@100 needs 100
 CHUNK_DEPTH = 300      # chunks fetched for a document ranking: several chunks of one document collapse into one
@@ -61,7 +59,7 @@ def evaluate_query_set(name: str, kind: str, queries: dict[str, str], qrels: dic
         else:
             ranking = {q: [c for c, _ in h][:DEPTH] for q, h in zip(qids, hits)}
         pq = per_query_metrics(ranking, {q: qrels[q] for q in qids})
-        result[system] = {m: round(float(v), 6) for m, v in mean_metrics(pq).items() if m in REPORT_METRICS}
+        result[system] = {m: round(float(v), 6) for m, v in mean_metrics(pq).items() if m in METRIC_NAMES}
         result[system]["search_ms_per_query"] = round(latency[system], 3)
         pq.insert(0, "retriever", system)
         pq.insert(0, "query_set", name)
