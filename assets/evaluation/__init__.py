@@ -4,6 +4,9 @@ human-labelled query set the corpus brought.
 Retrievers: BM25, dense and hybrid on the base model; dense and hybrid on the fine-tuned model. Synthetic
 queries are scored at chunk level (their positives are chunks). Human qrels judge documents, so chunk
 rankings are turned into document rankings by each document's best chunk (MaxP, Dai & Callan 2019).
+Reranking rows ("<first stage>+rerank_finetuned", "<first stage>+rerank_offtheshelf") reorder a first
+stage's top `rerank_depth` chunks with the fine-tuned cross-encoder or an off-the-shelf reranker (the local
+LLM's query likelihood offline, any cross-encoder online), with the reranking latency per query beside them.
 The report is written to <home>/reports/evaluation.json (a public interface, see README) and
 evaluation.md, with per-query scores in per_query.parquet so any comparison can be recomputed.
 """
@@ -16,8 +19,12 @@ import dagster as dg
 import pandas as pd
 
 from assets.evaluation.metrics import METRIC_NAMES, aggregate_to_documents, mean_metrics, per_query_metrics
+from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency_summary, rerank,
+                                      score_candidates)
+from assets.training.crossencoder import load_reranker
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
+from resources.llm import LLMResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
@@ -26,8 +33,33 @@ DEPTH = 100            # documents (or chunks) scored per query: recall@100 need
 CHUNK_DEPTH = 300      # chunks fetched for a document ranking: several chunks of one document collapse into one
 
 
+FIRST_STAGES = ["bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"]
+
+
 class EvaluationConfig(dg.Config):
     log_to_mlflow: bool = True
+    rerank_depth: int = 20                      # first-stage hits a reranker reorders per query
+    rerank_first_stages: list[str] = FIRST_STAGES   # reranked by the fine-tuned cross-encoder (~10 ms a pair on CPU)
+    offtheshelf_reranker: str = "upr"           # "upr": the LLM's query likelihood; a hub/local cross-encoder; "" none
+    offtheshelf_first_stages: list[str] = ["hybrid_finetuned"]   # UPR costs ~0.15 s a pair on 2 CPU cores: the
+    #   shipped first stage only by default (20 pairs x 300 queries = 15 min); scores are cached for reruns
+
+
+def build_rerankers(config: EvaluationConfig, finetuned_crossencoder: dict, llm: LLMResource, device: str) -> list:
+    """(row suffix, reranker, first stages) for the fine-tuned cross-encoder and the off-the-shelf reranker."""
+    out = []
+    if finetuned_crossencoder.get("model_path"):
+        model = load_reranker(finetuned_crossencoder["model_path"], device, finetuned_crossencoder.get("max_length", 256))
+        out.append(("rerank_finetuned", CrossEncoderReranker(model, name="finetuned cross-encoder"),
+                    config.rerank_first_stages))
+    if config.offtheshelf_reranker == "upr":
+        out.append(("rerank_offtheshelf", LLMReranker(llm, name=f"upr:{llm.model_id()}"),
+                    config.offtheshelf_first_stages))
+    elif config.offtheshelf_reranker:
+        out.append(("rerank_offtheshelf", CrossEncoderReranker(load_reranker(config.offtheshelf_reranker, device),
+                                                               name=config.offtheshelf_reranker),
+                    config.offtheshelf_first_stages))
+    return out
 
 
 def retrieve_all(index, retriever: str, texts: list[str], vectors, k: int) -> list[list[tuple[str, float]]]:
@@ -35,15 +67,30 @@ def retrieve_all(index, retriever: str, texts: list[str], vectors, k: int) -> li
 
 
 def evaluate_query_set(name: str, kind: str, queries: dict[str, str], qrels: dict[str, dict[str, int]],
-                       systems: dict[str, tuple], encode, chunk_to_doc: dict[str, str] | None):
+                       systems: dict[str, tuple], encode, chunk_to_doc: dict[str, str] | None,
+                       rerankers: list[tuple] = (), chunk_text: dict[str, str] | None = None, rerank_depth: int = 20):
     """Metrics of every system on one query set. systems: name -> (index, retriever, model path or None).
+    rerankers: (suffix, reranker, first stages) -> a "<first stage>+<suffix>" row for each first stage.
 
     chunk_to_doc None: qrels judge chunks. Otherwise rankings are collapsed to documents first.
     """
     qids = [q for q in qrels if q in queries]
     texts = [queries[q] for q in qids]
     vectors_by_model: dict = {}
-    result, per_query, latency = {}, [], {}
+    result, per_query, hits_by_system = {}, [], {}
+
+    def score(system: str, hits: list[list[tuple[str, float]]], extra: dict) -> None:
+        if chunk_to_doc:
+            ranking = {q: aggregate_to_documents(h, chunk_to_doc)[:DEPTH] for q, h in zip(qids, hits)}
+        else:
+            ranking = {q: [c for c, _ in h][:DEPTH] for q, h in zip(qids, hits)}
+        pq = per_query_metrics(ranking, {q: qrels[q] for q in qids})
+        result[system] = {m: round(float(v), 6) for m, v in mean_metrics(pq).items() if m in METRIC_NAMES}
+        result[system].update(extra)
+        pq.insert(0, "retriever", system)
+        pq.insert(0, "query_set", name)
+        per_query.append(pq)
+
     for system, (index, retriever, model_path) in systems.items():
         if retriever == "bm25":
             vectors = [None] * len(texts)
@@ -53,36 +100,54 @@ def evaluate_query_set(name: str, kind: str, queries: dict[str, str], qrels: dic
             vectors = vectors_by_model[model_path]
         t0 = time.perf_counter()
         hits = retrieve_all(index, retriever, texts, vectors, CHUNK_DEPTH if chunk_to_doc else DEPTH)
-        latency[system] = 1000 * (time.perf_counter() - t0) / max(1, len(texts))
-        if chunk_to_doc:
-            ranking = {q: aggregate_to_documents(h, chunk_to_doc)[:DEPTH] for q, h in zip(qids, hits)}
-        else:
-            ranking = {q: [c for c, _ in h][:DEPTH] for q, h in zip(qids, hits)}
-        pq = per_query_metrics(ranking, {q: qrels[q] for q in qids})
-        result[system] = {m: round(float(v), 6) for m, v in mean_metrics(pq).items() if m in METRIC_NAMES}
-        result[system]["search_ms_per_query"] = round(latency[system], 3)
-        pq.insert(0, "retriever", system)
-        pq.insert(0, "query_set", name)
-        per_query.append(pq)
+        ms = 1000 * (time.perf_counter() - t0) / max(1, len(texts))
+        hits_by_system[system] = hits
+        score(system, hits, {"search_ms_per_query": round(ms, 3)})
+    for suffix, reranker, stages in rerankers:
+        stages = [s for s in stages if s in hits_by_system]
+        candidates = {q: list(dict.fromkeys(c for s in stages for c, _ in hits_by_system[s][i][:rerank_depth]))
+                      for i, q in enumerate(qids)}
+        pairs = score_candidates(reranker, qids, texts, candidates, chunk_text)
+        for s in stages:
+            reranked = [rerank(h, pairs.scores.get(q, {}), rerank_depth) for q, h in zip(qids, hits_by_system[s])]
+            per_q = {q: min(rerank_depth, len(h)) for q, h in zip(qids, hits_by_system[s])}
+            score(f"{s}+{suffix}", reranked, {"search_ms_per_query": result[s]["search_ms_per_query"],
+                                             "rerank_depth": rerank_depth, **latency_summary(pairs.ms_per_pair, per_q)})
     return {"kind": kind, "n_queries": len(qids), "retrievers": result}, pd.concat(per_query, ignore_index=True)
 
 
+def latency_cell(metrics: dict) -> str:
+    cell = f"{metrics.get('search_ms_per_query', 0):.1f}"
+    if metrics.get("rerank_ms_p50") is not None:
+        cell += f"; {metrics['rerank_ms_p50']:.0f}/{metrics['rerank_ms_p95']:.0f}"
+    elif "rerank_depth" in metrics:
+        cell += "; cached, not timed"
+    return cell
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow metric name: letters, digits and . _ - / only, so "+" and "@" are spelt out."""
+    return ".".join(p.replace("/", ".").replace("+", ".").replace("@", "_at_") for p in parts)
+
+
 def report_markdown(report: dict) -> str:
-    lines = ["| query set | kind | n | retriever | " + " | ".join(TABLE_METRICS) + " |",
-             "|---|---|---|---|" + "---|" * len(TABLE_METRICS)]
+    lines = ["| query set | kind | n | retriever | " + " | ".join(TABLE_METRICS) + " | ms/query (search; rerank p50/p95) |",
+             "|---|---|---|---|" + "---|" * (len(TABLE_METRICS) + 1)]
     for set_name, qs in report["query_sets"].items():
         for system, metrics in qs["retrievers"].items():
             lines.append(f"| {set_name} | {qs['kind']} | {qs['n_queries']} | {system} | "
-                         + " | ".join(f"{metrics[m]:.3f}" for m in TABLE_METRICS) + " |")
+                         + " | ".join(f"{metrics[m]:.3f}" for m in TABLE_METRICS) + f" | {latency_cell(metrics)} |")
     return "\n".join(lines)
 
 
 @dg.asset(group_name="evaluation", compute_kind="python", op_tags={"flywheel/compute": "gpu"})
 def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, query_splits: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
-                      embedder: EmbedderResource, lancedb: LanceDBResource, workspace: WorkspaceResource,
+                      finetuned_crossencoder: dict, embedder: EmbedderResource, llm: LLMResource,
+                      lancedb: LanceDBResource, workspace: WorkspaceResource,
                       mlflow: MLflowResource, config: EvaluationConfig) -> dg.Output[dict]:
-    """Retrieval quality of every retriever, before and after fine-tuning, on synthetic and human queries."""
+    """Retrieval quality of every retriever, before and after fine-tuning and reranking, on synthetic and human
+    queries, with each reranker's latency."""
     base = lancedb.open(baseline_index["table"])
     tuned = lancedb.open(finetuned_index["table"])
     ft_path = finetuned_biencoder["model_path"]
@@ -100,9 +165,16 @@ def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, q
               "corpus": chunks.attrs.get("corpus_name", "corpus"), "corpus_hash": chunks.attrs.get("corpus_hash", ""),
               "model": {k: finetuned_biencoder.get(k) for k in ("model_path", "mlflow_run_id", "model_version",
                                                                 "base_model")}}
+    rerankers = build_rerankers(config, finetuned_crossencoder, llm, embedder.resolved_device())
+    report["rerankers"] = {"depth": config.rerank_depth,
+                           **{suffix: {"model": r.name, "first_stages": list(st)} for suffix, r, st in rerankers}}
+    report["reranker_model"] = {k: finetuned_crossencoder.get(k) for k in ("model_path", "mlflow_run_id",
+                                                                          "model_version", "base_model")}
+    chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
     per_query = []
     for set_name, (kind, queries, qrels, c2d) in sets.items():
-        entry, pq = evaluate_query_set(set_name, kind, queries, qrels, systems, encode, c2d)
+        entry, pq = evaluate_query_set(set_name, kind, queries, qrels, systems, encode, c2d, rerankers, chunk_text,
+                                       config.rerank_depth)
         report["query_sets"][set_name] = entry
         per_query.append(pq)
         context.log.info(f"evaluated {set_name}: {entry['n_queries']} queries")
@@ -112,7 +184,7 @@ def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, q
     (reports / "evaluation.md").write_text(f"# Evaluation: {report['corpus']}\n\n{table}\n")
     pd.concat(per_query, ignore_index=True).to_parquet(reports / "per_query.parquet", index=False)
     if config.log_to_mlflow and finetuned_biencoder.get("mlflow_run_id"):
-        metrics = {f"{s.replace('/', '.')}.{r}.{m.replace('@', '_at_')}": v
+        metrics = {metric_key(s, r, m): v
                    for s, qs in report["query_sets"].items()
                    for r, ms in qs["retrievers"].items() for m, v in ms.items() if m in METRIC_NAMES}
         mlflow.log_to_run(finetuned_biencoder["mlflow_run_id"], metrics,

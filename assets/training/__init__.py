@@ -99,3 +99,5 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
         "validation_ndcg@10_finetuned": float(result.validation_final.get(key, float("nan"))),
         "model_path": result.model_path,
     })
+
+from assets.training.reranker import finetuned_crossencoder  # noqa: E402,F401  (the reranker: its own module)

@@ -12,6 +12,7 @@ TINY_RUN_CONFIG = {
         "synthetic_queries": {"config": {"queries_per_chunk": 2}},
         "relevance_labels": {"config": {"max_queries": 40, "candidates_per_query": 2}},
         "finetuned_biencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1}},
+        "finetuned_crossencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1, "max_length": 64}},
     }
 }
 
@@ -23,8 +24,8 @@ def test_definitions_load_with_job_schedule_and_checks(tmp_path):
     assert defs.resolve_schedule_def("flywheel_job_schedule").cron_schedule == "0 2 * * *"
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"documents", "human_queries", "chunks", "baseline_index", "synthetic_queries", "relevance_labels",
-            "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_index",
-            "evaluation_report"} <= keys
+            "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_crossencoder",
+            "finetuned_index", "evaluation_report"} <= keys
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert {"no_document_leakage", "triplets_stay_in_split"} <= checks
 
@@ -65,8 +66,13 @@ def test_report_has_every_retriever_on_synthetic_and_human_sets(tiny_run):
     assert [n for n in sets if n.startswith("human/")] == [f"human/{home_set}" for home_set in [_human_name(sets)]]
     human = [s for s in sets.values() if s["kind"] == "human"]
     assert len(human) == 1 and human[0]["n_queries"] == 6
+    first = {"bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"}
     for qs in sets.values():
-        assert set(qs["retrievers"]) == {"bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"}
+        assert set(qs["retrievers"]) == first | {f"{s}+rerank_finetuned" for s in first} | {
+            "hybrid_finetuned+rerank_offtheshelf"}
+        upr = qs["retrievers"]["hybrid_finetuned+rerank_offtheshelf"]
+        assert upr["rerank_depth"] == 20 and upr["rerank_timed_queries"] == qs["n_queries"]
+        assert 0 < upr["rerank_ms_p50"] <= upr["rerank_ms_p95"]
         for metrics in qs["retrievers"].values():
             for m in ("ndcg@10", "mrr@10", "recall@10", "recall@100", "accuracy@1", "accuracy@3"):
                 assert 0.0 <= metrics[m] <= 1.0
@@ -94,6 +100,23 @@ def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):
     assert "loss" in run.data.metrics or any("loss" in k for k in run.data.metrics)
     versions = client.search_model_versions("name='flywheel-biencoder'")
     assert [v.run_id for v in versions] == [model["mlflow_run_id"]]
+
+
+def test_reranker_is_tracked_registered_and_served_from_the_registry(tiny_run):
+    import mlflow
+    import pandas as pd
+
+    home, result = tiny_run
+    reranker = result.output_for_node("finetuned_crossencoder")
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    run = client.get_run(reranker["mlflow_run_id"])
+    assert run.data.tags["model_kind"] == "cross-encoder"
+    assert "eval_validation_ndcg_at_10" in run.data.metrics
+    [version] = client.search_model_versions("name='flywheel-crossencoder'")
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    served = mlflow.pyfunc.load_model(f"models:/flywheel-crossencoder/{version.version}")
+    scores = served.predict(pd.DataFrame({"query": ["a wing", "a wing"], "passage": ["the wing lifts", "cats"]}))
+    assert len(scores) == 2 and all(isinstance(x, float) for x in scores)
 
 
 def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_of_config(tmp_path, monkeypatch):

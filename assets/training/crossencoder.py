@@ -1,0 +1,161 @@
+"""Fine-tuning recipe for the cross-encoder reranker, free of Dagster so it can be run and tested on its own.
+
+The bi-encoder finds candidates fast; the cross-encoder reads query and passage together and reorders the
+top few. Fine-tuning the first does not remove the need for the second.
+
+Data: (query, passage, target) pairs from the train split, with graded targets in [0, 1]:
+- every pair the LLM judge graded: target = grade / 3 (so a "marginally relevant" passage is not a 0);
+- a query's positives that were not judged: 1.0; its mined hard negatives (never judged relevant): 0.0.
+A judged grade wins over the positive/negative rule. Only chunks of the query's own split are used, so
+training never reads a validation or test document (the rule the triplets follow).
+
+Loss: binary cross-entropy on the logit with those soft targets (pointwise, as the MS MARCO cross-encoders
+are trained; soft targets carry the judge's grades). Validation: reranking nDCG@10 of the validation
+queries' positives among their negatives, before training and during it; the best checkpoint is kept.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from assets.training.biencoder import TrainResult
+
+PAIR_COLUMNS = ["query_id", "split", "query", "chunk_id", "passage", "target", "origin"]
+VALIDATION_METRIC = "validation_ndcg@10"
+
+
+@dataclass
+class RerankerSettings:
+    epochs: float = 1.0
+    max_steps: int = 0                # > 0 overrides epochs
+    learning_rate: float = 5e-5       # a fresh scoring head needs more than the bi-encoder's 1e-5
+    batch_size: int = 32              # 32 pairs of <= 256 tokens: ~6 s a step on 2 CPU cores
+    warmup_ratio: float = 0.1
+    evals_per_run: int = 4
+    max_length: int = 256             # query + passage word pieces; MiniLM was trained at 256
+    seed: int = 42
+    precision: str = "fp32"
+
+
+def reranker_pairs(splits: pd.DataFrame, labels: pd.DataFrame, triplets: pd.DataFrame, chunks: pd.DataFrame,
+                   split_of_doc: Callable[[str], str], relevant_grade: int = 2) -> pd.DataFrame:
+    """(query, passage, target) rows for the train and validation queries; see the module docstring."""
+    chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
+    chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
+    fit = splits[splits["split"] != "test"]
+    query_of = dict(zip(fit["query_id"], zip(fit["text"], fit["split"])))
+    rows: dict[tuple[str, str], dict] = {}
+
+    def add(qid: str, chunk_id: str, target: float, origin: str) -> None:
+        text, split = query_of[qid]
+        if chunk_id not in chunk_text or split_of_doc(chunk_doc[chunk_id]) != split:
+            return
+        rows[(qid, chunk_id)] = {"query_id": qid, "split": split, "query": text, "chunk_id": chunk_id,
+                                 "passage": chunk_text[chunk_id], "target": float(target), "origin": origin}
+
+    for r in fit.itertuples(index=False):
+        for c in r.positives:
+            add(r.query_id, c, 1.0, "positive")
+    for r in triplets.itertuples(index=False):
+        if r.query_id in query_of:
+            add(r.query_id, r.negative_chunk_id, 0.0, "hard_negative")
+    for r in labels.itertuples(index=False):          # last: a judged grade overrides the rules above
+        if r.query_id in query_of:
+            add(r.query_id, r.chunk_id, min(max(r.grade, 0), 3) / 3.0, "judged")
+    df = pd.DataFrame(list(rows.values()), columns=PAIR_COLUMNS)
+    return df.sort_values(["split", "query_id", "chunk_id"]).reset_index(drop=True)
+
+
+def validation_samples(pairs: pd.DataFrame, threshold: float = 0.5) -> list[dict]:
+    """CrossEncoderRerankingEvaluator samples: validation queries with at least one positive and one negative."""
+    samples = []
+    for _, g in pairs[pairs["split"] == "validation"].groupby("query_id", sort=True):
+        pos = g.loc[g["target"] >= threshold, "passage"].tolist()
+        neg = g.loc[g["target"] < threshold, "passage"].tolist()
+        if pos and neg:
+            samples.append({"query": g["query"].iloc[0], "positive": pos, "negative": neg})
+    return samples
+
+
+def load_reranker(path: str, device: str, max_length: int = 256):
+    """A one-score CrossEncoder: a trained reranker as it is, or a bi-encoder's body with a fresh scoring head
+    (a sentence-transformer folder has no head; num_labels=1 makes it one logit, not the default two)."""
+    from sentence_transformers.cross_encoder import CrossEncoder
+
+    return CrossEncoder(path, num_labels=1, max_length=max_length, device=device)
+
+
+def train_crossencoder(model, pairs: pd.DataFrame, out_dir: Path, settings: RerankerSettings,
+                       on_log: Callable[[dict, int], None] | None = None) -> TrainResult:
+    """Fine-tune `model` (a CrossEncoder, modified in place) and save it to out_dir/model."""
+    import shutil
+
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from transformers import TrainerCallback
+
+    # 1. Data: (query, passage) -> soft target, in that column order
+    train = pairs[pairs["split"] == "train"][["query", "passage", "target"]].rename(columns={"target": "label"})
+    if len(train) < 2 or train["label"].nunique() < 2:
+        raise ValueError(f"{len(train)} training pairs with {train['label'].nunique()} distinct targets: the reranker "
+                         "needs positives and negatives; write more queries (queries_per_chunk, max_chunks)")
+    train_ds = Dataset.from_pandas(train.reset_index(drop=True), preserve_index=False)
+    samples = validation_samples(pairs)
+    evaluator = (CrossEncoderRerankingEvaluator(samples, at_k=10, name="validation", write_csv=False)
+                 if samples else None)
+
+    # 2. The step budget and how often to validate
+    batch = min(settings.batch_size, len(train))
+    total = settings.max_steps or max(1, int(round(max(1, len(train) // batch) * settings.epochs)))
+    eval_every = max(1, total // max(1, settings.evals_per_run))
+    history: list[dict] = []
+
+    class _Recorder(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs:
+                history.append({"step": state.global_step, **logs})
+                if on_log:
+                    on_log(logs, state.global_step)
+
+    validation_base = evaluator(model) if evaluator is not None else {}
+    if on_log and validation_base:
+        on_log({f"eval_{k}": v for k, v in validation_base.items()}, 0)
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        max_steps=total,
+        per_device_train_batch_size=batch,
+        learning_rate=settings.learning_rate,
+        warmup_steps=int(settings.warmup_ratio * total),
+        eval_strategy="steps" if evaluator is not None else "no",
+        eval_steps=eval_every,
+        save_strategy="steps" if evaluator is not None else "no",
+        save_steps=eval_every,
+        save_total_limit=1,
+        load_best_model_at_end=evaluator is not None,     # keep the checkpoint that reranked validation best
+        metric_for_best_model=f"eval_{VALIDATION_METRIC}",
+        logging_steps=max(1, min(10, eval_every)),
+        bf16=settings.precision == "bf16",
+        fp16=settings.precision == "fp16",
+        seed=settings.seed,
+        report_to="none",                                  # MLflow is driven by the asset, through on_log
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_ds,
+                                  loss=BinaryCrossEntropyLoss(model),   # BCE-with-logits accepts soft targets
+                                  evaluator=evaluator, callbacks=[_Recorder()])
+    trainer.train()
+    validation_final = evaluator(model) if evaluator is not None else {}
+    if on_log and validation_final:
+        on_log({f"eval_final_{k}": v for k, v in validation_final.items()}, total + 1)
+
+    # 3. Save the model (the checkpoints folder is scratch)
+    model_path = out_dir / "model"
+    model.save(str(model_path))
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    return TrainResult(str(model_path), total, history, validation_base, validation_final)

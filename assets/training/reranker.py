@@ -1,0 +1,106 @@
+"""The fine-tuned cross-encoder reranker: trained on the graded pairs and the hard negatives, validated while
+it trains, tracked in MLflow and registered as a model version, like the bi-encoder.
+
+The recipe is in assets/training/crossencoder.py. By default the reranker starts from the base bi-encoder's
+body (the bundled MiniLM) with a fresh scoring head; `base_model` names a hub cross-encoder or a local
+folder instead, whose head is then fine-tuned.
+"""
+
+import time
+
+import dagster as dg
+import pandas as pd
+
+from assets.common import preview
+from assets.splits import SplitConfig, document_split
+from assets.training.crossencoder import RerankerSettings, load_reranker, reranker_pairs, train_crossencoder
+from resources.device import plan_for
+from resources.embedder import EmbedderResource
+from resources.tracking import MLflowResource
+from resources.workspace import WorkspaceResource
+
+REGISTERED_CROSSENCODER = "flywheel-crossencoder"
+
+
+class RerankerConfig(dg.Config):
+    base_model: str = ""            # "" = the base bi-encoder's body + a fresh head; or a hub cross-encoder / folder
+    epochs: float = 1.0
+    max_steps: int = 0              # > 0 overrides epochs
+    learning_rate: float = 5e-5     # the head starts from random weights: higher than the bi-encoder's 1e-5
+    batch_size: int = 32
+    max_length: int = 256
+    evals_per_run: int = 4
+    seed: int = 42
+    relevant_grade: int = 2         # validation: a pair with grade >= this (target >= 2/3) is a positive
+    register_model: bool = True     # register in the MLflow registry as REGISTERED_CROSSENCODER
+
+
+def log_reranker_model(mlflow_api, model_path: str, register: bool):
+    """Log the saved reranker as an MLflow pyfunc model (predict: DataFrame[query, passage] -> scores)."""
+    from assets.training.reranker_pyfunc import CrossEncoderModel
+
+    info = mlflow_api.pyfunc.log_model(
+        name="model", python_model=CrossEncoderModel(), artifacts={"cross_encoder": model_path},
+        pip_requirements=["sentence-transformers", "torch", "pandas"],   # listed, not inferred: inference imports
+        registered_model_name=REGISTERED_CROSSENCODER if register else None)
+    return getattr(info, "registered_model_version", None)
+
+
+@dg.asset(group_name="training", compute_kind="pytorch", pool="gpu", op_tags={"flywheel/compute": "gpu"})
+def finetuned_crossencoder(context: dg.AssetExecutionContext, query_splits: pd.DataFrame,
+                           relevance_labels: pd.DataFrame, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
+                           embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
+                           config: RerankerConfig) -> dg.Output[dict]:
+    """A cross-encoder reranker fine-tuned on LLM-graded pairs and mined hard negatives, registered in MLflow."""
+    import mlflow as mlflow_api
+
+    device = embedder.resolved_device()
+    plan = plan_for(device)
+    base = config.base_model or embedder.base_model_path()
+    split_config = SplitConfig(**query_splits.attrs.get("split_config", {}))
+    pairs = reranker_pairs(query_splits, relevance_labels, training_triplets, chunks,
+                           lambda doc: document_split(doc, split_config), config.relevant_grade)
+    settings = RerankerSettings(epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
+                                batch_size=config.batch_size * plan.batch_scale, evals_per_run=config.evals_per_run,
+                                max_length=config.max_length, seed=config.seed, precision=plan.precision)
+    model = load_reranker(base, device, config.max_length)
+    corpus_name = chunks.attrs.get("corpus_name", "corpus")
+    tags = {"corpus": corpus_name, "corpus_hash": chunks.attrs.get("corpus_hash", ""), "base_model": base,
+            "device": device, "dagster_run_id": context.run_id, "model_kind": "cross-encoder"}
+    t0 = time.perf_counter()
+    with mlflow.start_run(corpus_name, run_name=f"crossencoder-{context.run_id[:8]}", tags=tags) as run:
+        counts = pairs.groupby(["split", "origin"]).size()
+        mlflow_api.log_params({**settings.__dict__, "loss": "BinaryCrossEntropyLoss(graded targets)",
+                               "base_model": base, **{f"n_{s}_{o}": int(n) for (s, o), n in counts.items()}})
+
+        def on_log(logs: dict, step: int) -> None:
+            mlflow_api.log_metrics({k.replace("@", "_at_"): float(v) for k, v in logs.items()
+                                    if isinstance(v, (int, float))}, step=step)
+
+        out_dir = workspace.models_dir / "crossencoder" / run.info.run_id
+        result = train_crossencoder(model, pairs, out_dir, settings, on_log=on_log)
+        seconds = time.perf_counter() - t0
+        mlflow_api.log_metric("train_seconds", seconds)
+        version = log_reranker_model(mlflow_api, result.model_path, config.register_model)
+        url = mlflow.run_url(run)
+    key = "validation_ndcg@10"
+    value = {"model_path": result.model_path, "mlflow_run_id": run.info.run_id, "mlflow_run_url": url,
+             "registered_model": REGISTERED_CROSSENCODER if config.register_model else None,
+             "model_version": version, "base_model": base, "max_length": config.max_length, "steps": result.steps,
+             "validation_ndcg@10_before": result.validation_base.get(key),
+             "validation_ndcg@10_after": result.validation_final.get(key)}
+    return dg.Output(value, metadata={
+        "mlflow_run": dg.MetadataValue.url(url),
+        "model_version": str(version),
+        "n_train_pairs": int((pairs["split"] == "train").sum()),
+        "n_validation_pairs": int((pairs["split"] == "validation").sum()),
+        "pairs_by_origin": dg.MetadataValue.json({o: int(n) for o, n in pairs["origin"].value_counts().items()}),
+        "steps": result.steps,
+        "train_seconds": round(seconds, 1),
+        "device": device,
+        "precision": plan.precision,
+        "validation_ndcg@10_before": float(result.validation_base.get(key, float("nan"))),
+        "validation_ndcg@10_after": float(result.validation_final.get(key, float("nan"))),
+        "base_model": base,
+        "preview": preview(pairs[["split", "origin", "target", "query", "passage"]], 6),
+    })

@@ -1,0 +1,92 @@
+import pandas as pd
+import pytest
+
+from assets.training.crossencoder import (RerankerSettings, load_reranker, reranker_pairs, train_crossencoder,
+                                          validation_samples)
+
+
+def _fixture(n=24):
+    splits, triplets, labels, chunks = [], [], [], []
+    for i in range(n):
+        split = "validation" if i % 4 == 0 else "test" if i % 4 == 1 else "train"
+        doc = f"{split}-d{i}"
+        chunks += [{"chunk_id": f"p{i}", "doc_id": doc, "text": f"topic {i} is described here in detail"},
+                   {"chunk_id": f"n{i}", "doc_id": doc + "x", "text": f"unrelated text about cooking {i}"},
+                   {"chunk_id": f"j{i}", "doc_id": doc + "y", "text": f"topic {i} is mentioned in passing"}]
+        splits.append({"query_id": f"q{i}", "doc_id": doc, "split": split, "style": "question",
+                       "text": f"what is topic {i}", "positives": [f"p{i}"], "labelled": True})
+        if split != "test":
+            triplets.append({"query_id": f"q{i}", "split": split, "anchor": f"what is topic {i}",
+                             "positive": chunks[-3]["text"], "negative": chunks[-2]["text"],
+                             "positive_chunk_id": f"p{i}", "negative_chunk_id": f"n{i}"})
+        labels += [{"query_id": f"q{i}", "chunk_id": f"p{i}", "grade": 3, "score": -1.0, "judge": "t", "is_source": True},
+                   {"query_id": f"q{i}", "chunk_id": f"j{i}", "grade": 1, "score": -3.0, "judge": "t",
+                    "is_source": False}]
+    return pd.DataFrame(splits), pd.DataFrame(labels), pd.DataFrame(triplets), pd.DataFrame(chunks)
+
+
+def _split_of(doc):
+    return doc.split("-")[0]
+
+
+def test_pairs_carry_graded_targets_and_never_read_test_queries_or_other_splits():
+    splits, labels, triplets, chunks = _fixture()
+    # a judged pair whose chunk belongs to another split's document must be dropped
+    labels = pd.concat([labels, pd.DataFrame([{"query_id": "q2", "chunk_id": "p1", "grade": 3, "score": 0.0,
+                                               "judge": "t", "is_source": False}])])
+    pairs = reranker_pairs(splits, labels, triplets, chunks, _split_of)
+    assert set(pairs["split"]) == {"train", "validation"}
+    assert not pairs["query_id"].isin(splits.loc[splits["split"] == "test", "query_id"]).any()
+    assert not ((pairs["query_id"] == "q2") & (pairs["chunk_id"] == "p1")).any()
+    by = pairs.set_index(["query_id", "chunk_id"])["target"]
+    assert by[("q2", "p2")] == 1.0 and by[("q2", "n2")] == 0.0
+    assert by[("q2", "j2")] == pytest.approx(1 / 3)          # "marginally relevant" is not a zero
+    assert set(pairs.loc[pairs["chunk_id"] == "j2", "origin"]) == {"judged"}
+
+
+def test_a_judged_grade_overrides_the_positive_rule():
+    splits, labels, triplets, chunks = _fixture()
+    labels.loc[(labels["query_id"] == "q2") & (labels["chunk_id"] == "p2"), "grade"] = 0
+    pairs = reranker_pairs(splits, labels, triplets, chunks, _split_of)
+    row = pairs[(pairs["query_id"] == "q2") & (pairs["chunk_id"] == "p2")].iloc[0]
+    assert row["target"] == 0.0 and row["origin"] == "judged"
+
+
+def test_validation_samples_need_a_positive_and_a_negative():
+    splits, labels, triplets, chunks = _fixture()
+    pairs = reranker_pairs(splits, labels, triplets, chunks, _split_of)
+    samples = validation_samples(pairs)
+    assert len(samples) == (splits["split"] == "validation").sum()
+    assert all(s["positive"] and s["negative"] for s in samples)
+    assert validation_samples(pairs[pairs["target"] > 0.5]) == []
+
+
+def test_reranker_trains_validates_and_reloads_with_the_same_scores(tmp_path, tiny_model_path):
+    import numpy as np
+    import torch
+
+    splits, labels, triplets, chunks = _fixture()
+    pairs = reranker_pairs(splits, labels, triplets, chunks, _split_of)
+    model = load_reranker(tiny_model_path, "cpu", max_length=64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    logged = []
+    result = train_crossencoder(model, pairs, tmp_path, RerankerSettings(max_steps=4, batch_size=8, evals_per_run=2,
+                                                                         learning_rate=1e-3, max_length=64),
+                                on_log=lambda logs, step: logged.append((step, logs)))
+    assert result.steps == 4
+    assert "validation_ndcg@10" in result.validation_base and "validation_ndcg@10" in result.validation_final
+    assert any("eval_validation_ndcg@10" in logs for _, logs in logged)
+    after = model.state_dict()
+    assert any(not torch.allclose(before[k], after[k]) for k in before if before[k].is_floating_point())
+    reloaded = load_reranker(result.model_path, "cpu", max_length=64)
+    probe = [("what is topic 3", "topic 3 is described here"), ("what is topic 3", "cooking")]
+    assert np.allclose(reloaded.predict(probe), model.predict(probe), atol=1e-5)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_one_kind_of_target_is_a_clear_error(tmp_path, tiny_model_path):
+    splits, labels, triplets, chunks = _fixture()
+    pairs = reranker_pairs(splits, labels, triplets, chunks, _split_of)
+    with pytest.raises(ValueError, match="positives and negatives"):
+        train_crossencoder(load_reranker(tiny_model_path, "cpu"), pairs[pairs["target"] == 1.0], tmp_path,
+                           RerankerSettings(max_steps=1))
