@@ -21,6 +21,7 @@ import pandas as pd
 from assets.evaluation.metrics import METRIC_NAMES, aggregate_to_documents, mean_metrics, per_query_metrics
 from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency_summary, rerank,
                                       score_candidates)
+from assets.labels.agreement import agreement_markdown
 from assets.training.crossencoder import load_reranker
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
@@ -143,7 +144,7 @@ def report_markdown(report: dict) -> str:
 @dg.asset(group_name="evaluation", compute_kind="python", op_tags={"flywheel/compute": "gpu"})
 def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, query_splits: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
-                      finetuned_crossencoder: dict, embedder: EmbedderResource, llm: LLMResource,
+                      finetuned_crossencoder: dict, judge_agreement: dict, embedder: EmbedderResource, llm: LLMResource,
                       lancedb: LanceDBResource, workspace: WorkspaceResource,
                       mlflow: MLflowResource, config: EvaluationConfig) -> dg.Output[dict]:
     """Retrieval quality of every retriever, before and after fine-tuning and reranking, on synthetic and human
@@ -170,6 +171,7 @@ def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, q
                            **{suffix: {"model": r.name, "first_stages": list(st)} for suffix, r, st in rerankers}}
     report["reranker_model"] = {k: finetuned_crossencoder.get(k) for k in ("model_path", "mlflow_run_id",
                                                                           "model_version", "base_model")}
+    report["judge_agreement"] = judge_agreement
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
     per_query = []
     for set_name, (kind, queries, qrels, c2d) in sets.items():
@@ -181,7 +183,8 @@ def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, q
     table = report_markdown(report)
     reports = workspace.reports_dir
     (reports / "evaluation.json").write_text(json.dumps(report, indent=2))
-    (reports / "evaluation.md").write_text(f"# Evaluation: {report['corpus']}\n\n{table}\n")
+    (reports / "evaluation.md").write_text(f"# Evaluation: {report['corpus']}\n\n{table}\n\n"
+                                           f"## The judge against human labels\n\n{agreement_markdown(judge_agreement)}\n")
     pd.concat(per_query, ignore_index=True).to_parquet(reports / "per_query.parquet", index=False)
     if config.log_to_mlflow and finetuned_biencoder.get("mlflow_run_id"):
         metrics = {metric_key(s, r, m): v

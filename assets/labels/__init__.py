@@ -85,3 +85,5 @@ def relevance_labels(context: dg.AssetExecutionContext, synthetic_queries: pd.Da
         "preview": preview(df.merge(synthetic_queries[["query_id", "text"]], on="query_id")
                            [["text", "chunk_id", "is_source", "grade", "score"]], 8),
     })
+
+from assets.labels.judge_agreement import judge_agreement  # noqa: E402,F401  (the judge, measured: its own module)

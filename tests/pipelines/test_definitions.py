@@ -25,7 +25,7 @@ def test_definitions_load_with_job_schedule_and_checks(tmp_path):
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"documents", "human_queries", "chunks", "baseline_index", "synthetic_queries", "relevance_labels",
             "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_crossencoder",
-            "finetuned_index", "evaluation_report"} <= keys
+            "finetuned_index", "judge_agreement", "evaluation_report"} <= keys
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert {"no_document_leakage", "triplets_stay_in_split"} <= checks
 
@@ -79,6 +79,9 @@ def test_report_has_every_retriever_on_synthetic_and_human_sets(tiny_run):
     # BM25 on the tiny corpus's keyword-laden human queries is far from random
     assert human[0]["retrievers"]["bm25"]["recall@10"] > 0.5
     assert (home / "reports" / "evaluation.md").read_text().count("\n") >= 10
+    [(name, judge)] = report["judge_agreement"].items()
+    assert name == _human_name(sets) and judge["queries"] == 6 and judge["pairs"] >= 6
+    assert judge["roc_auc"] is not None and judge["threshold"] is not None
 
 
 def _human_name(sets) -> str:
