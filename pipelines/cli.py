@@ -38,10 +38,24 @@ def build_run_config(args: argparse.Namespace) -> dict:
         "relevance_labels": {"max_queries": args.label_queries, "candidates_per_query": args.candidates},
         "finetuned_biencoder": {"epochs": args.epochs, "max_steps": args.max_steps,
                                 "learning_rate": args.learning_rate, "interpolation": args.interpolation},
+        "distilled_biencoder": {"enabled": True if args.distill else None,
+                                **({"epochs": args.epochs, "max_steps": args.max_steps,
+                                    "learning_rate": args.learning_rate, "interpolation": args.interpolation}
+                                   if args.distill else {})},
+        "finetuned_crossencoder": {"max_steps": args.reranker_steps},
+        "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
+                              "offtheshelf_first_stages": _names(args.offtheshelf_first_stages),
+                              "rerank_first_stages": _names(args.rerank_first_stages)},
     }
-    ops = {op: {"config": {k: v for k, v in cfg.items() if v is not None}} for op, cfg in knobs.items()}
+    selected = set(_names(args.only) or [])
+    ops = {op: {"config": {k: v for k, v in cfg.items() if v is not None}} for op, cfg in knobs.items()
+           if not selected or op in selected or (op == "corpus" and {"documents", "human_queries"} & selected)}
     return {"ops": {op: c for op, c in ops.items() if c["config"]},
             "loggers": {"console": {"config": {"log_level": args.log_level}}}}
+
+
+def _names(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def make_llm(args: argparse.Namespace, home: Path):
@@ -101,7 +115,10 @@ def run_flywheel(args: argparse.Namespace):
     instance = dg.DagsterInstance.get()
     for run_id in release_abandoned_runs(instance):
         print(f"flywheel: released run {run_id}, whose process is gone", file=sys.stderr)
+    only = _names(args.only)
+    selection = ([dg.AssetKey(name) for name in only] if only else None)   # the rest is read from <home>/storage
     result = job.execute_in_process(run_config=build_run_config(args), instance=instance, raise_on_error=False,
+                                    asset_selection=selection,
                                     tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
     return result, stage_seconds(result)
 
@@ -174,6 +191,16 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-steps", type=int, help="> 0 overrides --epochs")
     run.add_argument("--learning-rate", type=float, help="default 1e-5")
     run.add_argument("--interpolation", type=float, help="WiSE-FT alpha (default 0.5); 1.0 = raw fine-tuned weights")
+    run.add_argument("--distill", action="store_true",
+                     help="also train a bi-encoder distilled from the cross-encoder (margin-MSE) and compare")
+    run.add_argument("--reranker-steps", type=int, help="cross-encoder training steps (default: one epoch)")
+    run.add_argument("--rerank-depth", type=int, help="first-stage hits each reranker reorders (default 20)")
+    run.add_argument("--offtheshelf-reranker",
+                     help='"upr" (default: the LLM\'s query likelihood), a hub/local cross-encoder, or "" for none')
+    run.add_argument("--offtheshelf-first-stages", help="comma list (default hybrid_finetuned)")
+    run.add_argument("--rerank-first-stages", help="comma list for the fine-tuned reranker (default: all five)")
+    run.add_argument("--only", help="comma list of assets to materialize; the others are read from the last run "
+                                    "in --home (e.g. judge_agreement,evaluation_report)")
     run.add_argument("--base-model", default="", help="hub id or local folder (default: bundled all-MiniLM-L6-v2)")
     run.add_argument("--llm-backend", choices=["local", "openai"], default="local")
     run.add_argument("--llm-model", default="", help="local: GGUF file or HF folder; openai: the model name")

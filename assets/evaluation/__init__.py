@@ -1,7 +1,8 @@
 """Evaluation: every retriever, before and after fine-tuning, on the synthetic test split and on every
 human-labelled query set the corpus brought.
 
-Retrievers: BM25, dense and hybrid on the base model; dense and hybrid on the fine-tuned model. Synthetic
+Retrievers: BM25, dense and hybrid on the base model; dense and hybrid on the fine-tuned model (and on the
+distilled one, when distillation is on; the report then says which training did better). Synthetic
 queries are scored at chunk level (their positives are chunks). Human qrels judge documents, so chunk
 rankings are turned into document rankings by each document's best chunk (MaxP, Dai & Callan 2019).
 Reranking rows ("<first stage>+rerank_finetuned", "<first stage>+rerank_offtheshelf") reorder a first
@@ -131,6 +132,27 @@ def metric_key(*parts: str) -> str:
     return ".".join(p.replace("/", ".").replace("+", ".").replace("@", "_at_") for p in parts)
 
 
+def distillation_verdict(report: dict) -> dict:
+    """Per query set (human sets first in importance): contrastive vs distilled dense nDCG@10, and the winner."""
+    out = {}
+    for name, qs in report["query_sets"].items():
+        r = qs["retrievers"]
+        if "dense_distilled" in r and "dense_finetuned" in r:
+            a, b = r["dense_finetuned"]["ndcg@10"], r["dense_distilled"]["ndcg@10"]
+            out[name] = {"kind": qs["kind"], "contrastive": a, "distilled": b,
+                         "better": "distilled" if b > a else "contrastive" if a > b else "tie"}
+    return out
+
+
+def distillation_markdown(verdict: dict) -> str:
+    if not verdict:
+        return ""
+    lines = ["", "## Distillation (margin-MSE from the cross-encoder) vs contrastive training, dense nDCG@10", ""]
+    lines += [f"- {name} ({v['kind']}): contrastive {v['contrastive']:.3f}, distilled {v['distilled']:.3f}: "
+              f"**{v['better']}**" for name, v in verdict.items()]
+    return "\n".join(lines) + "\n"
+
+
 def report_markdown(report: dict) -> str:
     lines = ["| query set | kind | n | retriever | " + " | ".join(TABLE_METRICS) + " | ms/query (search; rerank p50/p95) |",
              "|---|---|---|---|" + "---|" * (len(TABLE_METRICS) + 1)]
@@ -144,7 +166,8 @@ def report_markdown(report: dict) -> str:
 @dg.asset(group_name="evaluation", compute_kind="python", op_tags={"flywheel/compute": "gpu"})
 def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, query_splits: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
-                      finetuned_crossencoder: dict, judge_agreement: dict, embedder: EmbedderResource, llm: LLMResource,
+                      finetuned_crossencoder: dict, judge_agreement: dict, distilled_index: dict,
+                      distilled_biencoder: dict, embedder: EmbedderResource, llm: LLMResource,
                       lancedb: LanceDBResource, workspace: WorkspaceResource,
                       mlflow: MLflowResource, config: EvaluationConfig) -> dg.Output[dict]:
     """Retrieval quality of every retriever, before and after fine-tuning and reranking, on synthetic and human
@@ -155,6 +178,10 @@ def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, q
     systems = {"bm25": (base, "bm25", None), "dense_base": (base, "dense", None),
                "hybrid_base": (base, "hybrid", None), "dense_finetuned": (tuned, "dense", ft_path),
                "hybrid_finetuned": (tuned, "hybrid", ft_path)}
+    if distilled_index.get("enabled"):
+        distilled = lancedb.open(distilled_index["table"])
+        systems.update({"dense_distilled": (distilled, "dense", distilled_biencoder["model_path"]),
+                        "hybrid_distilled": (distilled, "hybrid", distilled_biencoder["model_path"])})
     encode = lambda texts, path: embedder.encode(texts, path)  # noqa: E731
     test = query_splits[query_splits["split"] == "test"]
     sets = {"synthetic/test": ("synthetic", dict(zip(test["query_id"], test["text"])),
@@ -180,11 +207,14 @@ def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, q
         report["query_sets"][set_name] = entry
         per_query.append(pq)
         context.log.info(f"evaluated {set_name}: {entry['n_queries']} queries")
+    if distilled_index.get("enabled"):
+        report["distillation"] = distillation_verdict(report)
     table = report_markdown(report)
     reports = workspace.reports_dir
     (reports / "evaluation.json").write_text(json.dumps(report, indent=2))
     (reports / "evaluation.md").write_text(f"# Evaluation: {report['corpus']}\n\n{table}\n\n"
-                                           f"## The judge against human labels\n\n{agreement_markdown(judge_agreement)}\n")
+                                           f"## The judge against human labels\n\n{agreement_markdown(judge_agreement)}\n"
+                                           + distillation_markdown(report.get("distillation", {})))
     pd.concat(per_query, ignore_index=True).to_parquet(reports / "per_query.parquet", index=False)
     if config.log_to_mlflow and finetuned_biencoder.get("mlflow_run_id"):
         metrics = {metric_key(s, r, m): v

@@ -15,6 +15,7 @@ from resources.lance import LanceDBResource
 
 BASELINE_TABLE = "chunks_base"
 FINETUNED_TABLE = "chunks_finetuned"
+DISTILLED_TABLE = "chunks_distilled"
 
 
 def embed_incrementally(chunks: pd.DataFrame, stored: dict, encode) -> tuple[np.ndarray, int]:
@@ -63,3 +64,13 @@ def finetuned_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, fin
                     embedder: EmbedderResource, lancedb: LanceDBResource) -> dg.Output[dict]:
     """LanceDB table of every chunk with fine-tuned-model vectors and a BM25 index."""
     return _build(context, chunks, embedder, lancedb, FINETUNED_TABLE, finetuned_biencoder["model_path"])
+
+
+@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags={"flywheel/compute": "gpu"})
+def distilled_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, distilled_biencoder: dict,
+                    embedder: EmbedderResource, lancedb: LanceDBResource) -> dg.Output[dict]:
+    """LanceDB table of every chunk with the distilled model's vectors (empty when distillation is off)."""
+    if not distilled_biencoder.get("enabled"):
+        return dg.Output({"enabled": False}, metadata={"skipped": "distillation is off"})
+    out = _build(context, chunks, embedder, lancedb, DISTILLED_TABLE, distilled_biencoder["model_path"])
+    return dg.Output({**out.value, "enabled": True}, metadata=out.metadata)

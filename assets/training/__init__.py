@@ -19,6 +19,7 @@ from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
 REGISTERED_BIENCODER = "flywheel-biencoder"
+LOSS_NAMES = {"mnrl": "MultipleNegativesRankingLoss", "margin_mse": "MarginMSELoss"}
 
 
 class TrainConfig(dg.Config):
@@ -40,57 +41,56 @@ def code_version() -> str:
         return "unknown"
 
 
-@dg.asset(group_name="training", compute_kind="pytorch", pool="gpu",
-          op_tags={"flywheel/compute": "gpu"})
-def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
-                        embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
-                        config: TrainConfig) -> dg.Output[dict]:
-    """The bi-encoder fine-tuned on the triplets, saved locally and registered in MLflow."""
+def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.DataFrame, embedder: EmbedderResource,
+                       mlflow: MLflowResource, workspace: WorkspaceResource, config: TrainConfig, loss: str,
+                       registered_name: str) -> dg.Output[dict]:
+    """Train a bi-encoder from the base model with `loss`, track it in MLflow, register it; the asset's output."""
     import mlflow as mlflow_api
 
     device = embedder.resolved_device()
     plan = plan_for(device)
     settings = TrainSettings(epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
                              batch_size=config.batch_size * plan.batch_scale, interpolation=config.interpolation,
-                             evals_per_run=config.evals_per_run, seed=config.seed, precision=plan.precision)
+                             evals_per_run=config.evals_per_run, seed=config.seed, precision=plan.precision, loss=loss)
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
     tags = {"corpus": corpus_name, "corpus_hash": chunks.attrs.get("corpus_hash", ""),
             "code_version": code_version(), "base_model": embedder.base_model_path(), "device": device,
-            "dagster_run_id": context.run_id}
+            "dagster_run_id": context.run_id, "model_kind": "bi-encoder", "loss": loss}
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(embedder.base_model_path(), device=device)
     model.max_seq_length = embedder.max_seq_length
     t0 = time.perf_counter()
-    with mlflow.start_run(corpus_name, run_name=f"biencoder-{context.run_id[:8]}", tags=tags) as run:
+    kind = "biencoder" if loss == "mnrl" else f"biencoder-{loss}"
+    with mlflow.start_run(corpus_name, run_name=f"{kind}-{context.run_id[:8]}", tags=tags) as run:
         mlflow_api.log_params({**settings.__dict__, "n_train": int((training_triplets["split"] == "train").sum()),
                                "n_validation": int((training_triplets["split"] == "validation").sum()),
-                               "loss": "MultipleNegativesRankingLoss", "n_chunks": len(chunks)})
+                               "loss": LOSS_NAMES[loss], "n_chunks": len(chunks)})
 
         def on_log(logs: dict, step: int) -> None:
             numeric = {k.replace("@", "_at_"): float(v) for k, v in logs.items() if isinstance(v, (int, float))}
             mlflow_api.log_metrics(numeric, step=step)
 
-        out_dir = workspace.models_dir / "biencoder" / run.info.run_id
+        out_dir = workspace.models_dir / kind / run.info.run_id
         result = train_biencoder(model, training_triplets, chunks, out_dir, settings, on_log=on_log)
         seconds = time.perf_counter() - t0
         mlflow_api.log_metric("train_seconds", seconds)
         version = None
         if config.register_model:
-            info = mlflow_api.sentence_transformers.log_model(model, name="model",
-                                                              registered_model_name=REGISTERED_BIENCODER)
+            info = mlflow_api.sentence_transformers.log_model(model, name="model", registered_model_name=registered_name)
             version = getattr(info, "registered_model_version", None)
         url = mlflow.run_url(run)
     key = "validation_cosine_ndcg@10"
     value = {"model_path": result.model_path, "mlflow_run_id": run.info.run_id, "mlflow_run_url": url,
-             "registered_model": REGISTERED_BIENCODER if config.register_model else None, "model_version": version,
-             "base_model": embedder.base_model_path(), "steps": result.steps,
+             "registered_model": registered_name if config.register_model else None, "model_version": version,
+             "base_model": embedder.base_model_path(), "steps": result.steps, "loss": loss,
              "validation_ndcg@10_base": result.validation_base.get(key),
              "validation_ndcg@10_finetuned": result.validation_final.get(key)}
     return dg.Output(value, metadata={
         "mlflow_run": dg.MetadataValue.url(url),
         "mlflow_run_id": run.info.run_id,
         "model_version": str(version),
+        "loss": LOSS_NAMES[loss],
         "steps": result.steps,
         "train_seconds": round(seconds, 1),
         "device": device,
@@ -100,4 +100,16 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
         "model_path": result.model_path,
     })
 
+
+@dg.asset(group_name="training", compute_kind="pytorch", pool="gpu",
+          op_tags={"flywheel/compute": "gpu"})
+def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
+                        embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
+                        config: TrainConfig) -> dg.Output[dict]:
+    """The bi-encoder fine-tuned on the triplets, saved locally and registered in MLflow."""
+    return train_and_register(context, training_triplets, chunks, embedder, mlflow, workspace, config, "mnrl",
+                              REGISTERED_BIENCODER)
+
+
 from assets.training.reranker import finetuned_crossencoder  # noqa: E402,F401  (the reranker: its own module)
+from assets.training.distilled import distilled_biencoder  # noqa: E402,F401  (the distillation option)

@@ -29,6 +29,7 @@ class TrainSettings:
     interpolation: float = 0.5        # WiSE-FT alpha: 1.0 ships the raw fine-tuned weights
     seed: int = 42
     precision: str = "fp32"           # "bf16" / "fp16" on an accelerator (resources.device.plan_for)
+    loss: str = "mnrl"                # "mnrl" (contrastive) or "margin_mse" (distil a teacher's margins, as GPL)
 
 
 @dataclass
@@ -75,6 +76,22 @@ def validation_evaluator(triplets: pd.DataFrame, chunks: pd.DataFrame, max_corpu
                                          show_progress_bar=False)
 
 
+def teacher_margins(cross_encoder, triplets: pd.DataFrame, batch_size: int = 32) -> list[float]:
+    """sigmoid(teacher(q, pos)) - sigmoid(teacher(q, neg)) per row: the margin-MSE target (Hofstaetter et al.
+    2020; GPL). Probabilities, not logits: the student's margin is a difference of cosines, inside [-2, 2]."""
+    import numpy as np
+
+    if triplets.empty:
+        return []
+    pairs = [(r.anchor, r.positive) for r in triplets.itertuples(index=False)]
+    pairs += [(r.anchor, r.negative) for r in triplets.itertuples(index=False)]
+    logits = np.asarray(cross_encoder.predict(pairs, batch_size=batch_size, convert_to_numpy=True,
+                                              show_progress_bar=False), dtype="float64").reshape(-1)
+    prob = 1.0 / (1.0 + np.exp(-logits))
+    n = len(triplets)
+    return (prob[:n] - prob[n:]).tolist()
+
+
 def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir: Path, settings: TrainSettings,
                     on_log: Callable[[dict, int], None] | None = None) -> TrainResult:
     """Fine-tune `model` (a SentenceTransformer, modified in place) and save the shipped weights to out_dir."""
@@ -87,8 +104,16 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
     from transformers import TrainerCallback
 
-    # 1. Data: the train split as (anchor, positive, negative) columns, in that order
-    train = triplets[triplets["split"] == "train"][["anchor", "positive", "negative"]]
+    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
+
+    if settings.loss not in ("mnrl", "margin_mse"):
+        raise ValueError(f"loss must be 'mnrl' or 'margin_mse', got {settings.loss!r}")
+    distil = settings.loss == "margin_mse"
+    if distil and "label" not in triplets:
+        raise ValueError("margin_mse needs a 'label' column: the teacher's score margin (teacher_margins)")
+
+    # 1. Data: the train split as (anchor, positive, negative[, label]) columns, in that order
+    train = triplets[triplets["split"] == "train"][["anchor", "positive", "negative", *(["label"] if distil else [])]]
     if len(train) < 2:
         raise ValueError(f"only {len(train)} training triplets: write more queries (queries_per_chunk, max_chunks) "
                          "or lower the split fractions")
@@ -123,7 +148,8 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
         per_device_eval_batch_size=batch,
         learning_rate=settings.learning_rate,
         warmup_steps=int(settings.warmup_ratio * total),
-        batch_sampler=BatchSamplers.NO_DUPLICATES,     # a repeated text in a batch would be its own false negative
+        batch_sampler=BatchSamplers.BATCH_SAMPLER if distil else BatchSamplers.NO_DUPLICATES,  # MNRL: a repeated
+        #   text in a batch would be its own false negative; margin-MSE looks at each row alone
         eval_strategy="steps" if evaluator is not None else "no",
         eval_steps=eval_every,
         save_strategy="steps" if evaluator is not None else "no",
@@ -144,7 +170,7 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
         args=args,
         train_dataset=train_ds,
         eval_dataset=None,
-        loss=MultipleNegativesRankingLoss(model),
+        loss=MarginMSELoss(model) if distil else MultipleNegativesRankingLoss(model),
         evaluator=evaluator,
         callbacks=[_Recorder()],
     )

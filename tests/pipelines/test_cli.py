@@ -58,3 +58,16 @@ def test_a_dead_cli_run_gives_back_its_pool_slot(tmp_path, monkeypatch):
     assert instance.get_run_by_id(dead.run_id).status == dg.DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(alive.run_id).status == dg.DagsterRunStatus.STARTED
     assert storage.claim_concurrency_slot("llm", alive.run_id, "noop").is_claimed   # the slot is free again
+
+
+def test_rerank_and_distill_knobs_and_only_keeps_config_of_selected_assets():
+    args = parser().parse_args(["run", "--distill", "--max-steps", "4", "--rerank-depth", "10",
+                                "--offtheshelf-first-stages", "bm25, hybrid_base", "--reranker-steps", "7"])
+    ops = build_run_config(args)["ops"]
+    assert ops["distilled_biencoder"]["config"] == {"enabled": True, "max_steps": 4}
+    assert ops["finetuned_crossencoder"]["config"] == {"max_steps": 7}
+    assert ops["evaluation_report"]["config"] == {"rerank_depth": 10, "offtheshelf_first_stages": ["bm25", "hybrid_base"]}
+    only = build_run_config(parser().parse_args(["run", "--max-steps", "4", "--rerank-depth", "10",
+                                                 "--only", "evaluation_report"]))["ops"]
+    assert set(only) == {"evaluation_report"}      # config of unselected assets would be rejected by Dagster
+    assert "distilled_biencoder" not in build_run_config(parser().parse_args(["run"]))["ops"]

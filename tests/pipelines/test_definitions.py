@@ -12,6 +12,7 @@ TINY_RUN_CONFIG = {
         "synthetic_queries": {"config": {"queries_per_chunk": 2}},
         "relevance_labels": {"config": {"max_queries": 40, "candidates_per_query": 2}},
         "finetuned_biencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1}},
+        "distilled_biencoder": {"config": {"enabled": True, "max_steps": 2, "batch_size": 8, "evals_per_run": 1}},
         "finetuned_crossencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1, "max_length": 64}},
     }
 }
@@ -69,7 +70,7 @@ def test_report_has_every_retriever_on_synthetic_and_human_sets(tiny_run):
     first = {"bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"}
     for qs in sets.values():
         assert set(qs["retrievers"]) == first | {f"{s}+rerank_finetuned" for s in first} | {
-            "hybrid_finetuned+rerank_offtheshelf"}
+            "hybrid_finetuned+rerank_offtheshelf", "dense_distilled", "hybrid_distilled"}
         upr = qs["retrievers"]["hybrid_finetuned+rerank_offtheshelf"]
         assert upr["rerank_depth"] == 20 and upr["rerank_timed_queries"] == qs["n_queries"]
         assert 0 < upr["rerank_ms_p50"] <= upr["rerank_ms_p95"]
@@ -79,6 +80,8 @@ def test_report_has_every_retriever_on_synthetic_and_human_sets(tiny_run):
     # BM25 on the tiny corpus's keyword-laden human queries is far from random
     assert human[0]["retrievers"]["bm25"]["recall@10"] > 0.5
     assert (home / "reports" / "evaluation.md").read_text().count("\n") >= 10
+    assert set(report["distillation"]) == set(sets)
+    assert {v["better"] for v in report["distillation"].values()} <= {"distilled", "contrastive", "tie"}
     [(name, judge)] = report["judge_agreement"].items()
     assert name == _human_name(sets) and judge["queries"] == 6 and judge["pairs"] >= 6
     assert judge["roc_auc"] is not None and judge["threshold"] is not None
@@ -99,6 +102,8 @@ def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):
     run = client.get_run(model["mlflow_run_id"])
     assert run.data.tags["corpus_hash"] and run.data.tags["code_version"]
     assert run.data.params["loss"] == "MultipleNegativesRankingLoss"
+    distilled = result.output_for_node("distilled_biencoder")
+    assert client.get_run(distilled["mlflow_run_id"]).data.params["loss"] == "MarginMSELoss"
     assert any(k.startswith("synthetic.test.dense_finetuned") for k in run.data.metrics)
     assert "loss" in run.data.metrics or any("loss" in k for k in run.data.metrics)
     versions = client.search_model_versions("name='flywheel-biencoder'")

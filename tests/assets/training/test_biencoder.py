@@ -59,3 +59,23 @@ def test_too_few_triplets_is_a_clear_error(tmp_path, tiny_model_path):
     tr = _triplets(1)
     with pytest.raises(ValueError, match="queries_per_chunk"):
         train_biencoder(SentenceTransformer(tiny_model_path, device="cpu"), tr, _chunks(tr), tmp_path, TrainSettings())
+
+
+def test_margin_mse_distils_a_teacher_and_needs_its_margins(tmp_path, tiny_model_path):
+    from sentence_transformers import SentenceTransformer
+
+    from assets.training.biencoder import teacher_margins
+    from assets.training.crossencoder import load_reranker
+
+    tr = _triplets()
+    teacher = load_reranker(tiny_model_path, "cpu", max_length=32)
+    margins = teacher_margins(teacher, tr)
+    assert len(margins) == len(tr) and all(-1.0 <= m <= 1.0 for m in margins)
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    settings = TrainSettings(max_steps=2, batch_size=4, evals_per_run=1, learning_rate=1e-3, loss="margin_mse")
+    with pytest.raises(ValueError, match="label"):
+        train_biencoder(model, tr, _chunks(tr), tmp_path, settings)
+    result = train_biencoder(model, tr.assign(label=margins), _chunks(tr), tmp_path, settings)
+    assert result.steps == 2 and any("loss" in h for h in result.history)
+    with pytest.raises(ValueError, match="mnrl"):
+        train_biencoder(model, tr, _chunks(tr), tmp_path, TrainSettings(loss="triplet"))
