@@ -3,9 +3,10 @@
     .venv/bin/python bench/quality.py ../shared/datasets/cranfield ../shared/datasets/cisi [--home /tmp/bench] [knobs]
 
 Any `flywheel run` knob can follow (e.g. --max-chunks 500 --label-queries 300). Each dataset gets its own
-home (<home>/<dataset>), so reruns reuse the cached LLM calls. Prints nDCG@10 (and recall@100) of BM25,
-base dense, base hybrid, fine-tuned dense and fine-tuned hybrid on each human query set and on the synthetic
-test split, then the wall time of every stage.
+home (<home>/<dataset>), so reruns reuse the cached LLM calls. Prints nDCG@10, recall@100 and reranking
+latency of every retriever (first stages, reranked rows, distilled rows with --distill) on each human query
+set and on the synthetic test split, the judge's agreement with the human labels, then the wall time of
+every stage.
 """
 import sys
 import time
@@ -14,9 +15,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.cli import parser, run_flywheel  # noqa: E402
-
-RETRIEVERS = ["bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"]
-
 
 def main(argv: list[str]) -> int:
     argv = list(argv)
@@ -30,7 +28,7 @@ def main(argv: list[str]) -> int:
     if not folders:
         print(__doc__)
         return 2
-    rows, timings = [], {}
+    rows, timings, judges = [], {}, []
     for folder in folders:
         name = Path(folder).resolve().name
         args = parser().parse_args(["run", "--corpus", folder, "--home", str(base_home / name), *knobs])
@@ -42,12 +40,20 @@ def main(argv: list[str]) -> int:
             continue
         report = result.output_for_node("evaluation_report")
         for set_name, qs in report["query_sets"].items():
-            for r in RETRIEVERS:
-                m = qs["retrievers"][r]
-                rows.append((name, set_name, qs["n_queries"], r, m["ndcg@10"], m["recall@100"]))
-    print("\n| dataset | query set | n | retriever | nDCG@10 | recall@100 |\n|---|---|---|---|---|---|")
+            for r, m in qs["retrievers"].items():
+                p50 = m.get("rerank_ms_p50")
+                rows.append((name, set_name, qs["n_queries"], r, m["ndcg@10"], m["recall@100"],
+                             "" if p50 is None else f"{p50:.0f} / {m['rerank_ms_p95']:.0f}"))
+        judges += [(name, s, j) for s, j in report.get("judge_agreement", {}).items()]
+    print("\n| dataset | query set | n | retriever | nDCG@10 | recall@100 | rerank ms p50 / p95 |\n"
+          "|---|---|---|---|---|---|---|")
     for row in rows:
-        print(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} | {row[4]:.3f} | {row[5]:.3f} |")
+        print(f"| {row[0]} | {row[1]} | {row[2]} | {row[3]} | {row[4]:.3f} | {row[5]:.3f} | {row[6]} |")
+    if judges:
+        keys = ["pairs", "relevant_share", "roc_auc", "roc_auc_heldout", "threshold", "precision", "recall", "kappa"]
+        print("\n| dataset | human query set | judge | " + " | ".join(keys) + " |\n|---|---|---|" + "---|" * len(keys))
+        for name, set_name, j in judges:
+            print(f"| {name} | {set_name} | {j['judge']} | " + " | ".join(str(j.get(k)) for k in keys) + " |")
     stages = sorted({s for t in timings.values() for s in t}, key=lambda s: (s == "total", s))
     print("\n| stage | " + " | ".join(timings) + " |\n|---|" + "---|" * len(timings))
     for s in stages:
