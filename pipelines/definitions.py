@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets import corpus, evaluation, indices, labels, queries, splits, training, triplets
+from pipelines.run_stats import run_stats_asset
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.llm import LLMResource, LocalGGUFLLMResource, OpenAICompatibleLLMResource
@@ -66,8 +67,9 @@ def build_definitions(home: Path | None = None, **resource_overrides) -> dg.Defi
     home = Path(home) if home else default_home()
     assets = dg.load_assets_from_modules(STAGES)
     checks = dg.load_asset_checks_from_modules(STAGES)
+    stage_keys = [key for a in assets for key in a.keys]
     return dg.Definitions(
-        assets=assets,
+        assets=[*assets, run_stats_asset(stage_keys)],
         asset_checks=checks,
         jobs=[flywheel_job],
         schedules=[flywheel_job_schedule],

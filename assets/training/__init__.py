@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.training.biencoder import TrainSettings, train_biencoder
+from assets.training.retrain import decide_retrain, load_record, save_record, settings_fingerprint
 from resources.device import plan_for
 from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
@@ -30,6 +31,8 @@ class TrainConfig(dg.Config):
     evals_per_run: int = 4
     seed: int = 42
     register_model: bool = True         # register the model in the MLflow registry as REGISTERED_BIENCODER
+    min_change_to_retrain: float = 0.05  # retrain only when >= 5% of chunks or training queries changed since the
+                                         # model in use was trained (assets/training/retrain.py); 0 = every run
 
 
 def code_version() -> str:
@@ -48,6 +51,21 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
     """The bi-encoder fine-tuned on the triplets, saved locally and registered in MLflow."""
     import mlflow as mlflow_api
 
+    record_path = workspace.models_dir / "biencoder" / "last_trained.json"
+    fingerprint = settings_fingerprint({**config.model_dump(exclude={"min_change_to_retrain", "register_model"}),
+                                        "base_model": embedder.base_model_path()})
+    train_queries = training_triplets.loc[training_triplets["split"] == "train", "query_id"].astype(str)
+    record = load_record(record_path)
+    decision = decide_retrain(record, chunks["chunk_id"].astype(str), train_queries, fingerprint,
+                              config.min_change_to_retrain)
+    context.log.info(f"finetuned_biencoder: {decision.reason}")
+    if not decision.retrain:
+        value = {**record["value"], "retrained": False, "retrain_reason": decision.reason}
+        return dg.Output(value, metadata={"retrained": False, "retrain_reason": decision.reason,
+                                          "changed_fraction": round(decision.changed_fraction, 4),
+                                          "mlflow_run": dg.MetadataValue.url(value.get("mlflow_run_url") or ""),
+                                          "mlflow_run_id": str(value.get("mlflow_run_id")),
+                                          "model_path": value["model_path"]})
     device = embedder.resolved_device()
     plan = plan_for(device)
     settings = TrainSettings(epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
@@ -86,8 +104,13 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
              "registered_model": REGISTERED_BIENCODER if config.register_model else None, "model_version": version,
              "base_model": embedder.base_model_path(), "steps": result.steps,
              "validation_ndcg@10_base": result.validation_base.get(key),
-             "validation_ndcg@10_finetuned": result.validation_final.get(key)}
+             "validation_ndcg@10_finetuned": result.validation_final.get(key),
+             "retrained": True, "retrain_reason": decision.reason}
+    save_record(record_path, value, chunks["chunk_id"].astype(str), train_queries, fingerprint)
     return dg.Output(value, metadata={
+        "retrained": True,
+        "retrain_reason": decision.reason,
+        "changed_fraction": round(decision.changed_fraction, 4),
         "mlflow_run": dg.MetadataValue.url(url),
         "mlflow_run_id": run.info.run_id,
         "model_version": str(version),
