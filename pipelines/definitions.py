@@ -12,6 +12,8 @@ import dagster as dg
 
 from assets import corpus, evaluation, indices, labels, queries, splits, training, triplets
 from pipelines.run_stats import run_stats_asset
+from pipelines.schedules import AutomationSettings, nightly_schedule
+from pipelines.sensors import corpus_sensor
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.llm import LLMResource, LocalGGUFLLMResource, OpenAICompatibleLLMResource
@@ -27,13 +29,6 @@ flywheel_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,   # the multiprocess executor costs seconds per step on 2 cores
 )
 
-flywheel_job_schedule = dg.ScheduleDefinition(
-    job=flywheel_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Nightly retrain at 02:00 UTC; turn it on in the UI.",
-)
 
 
 def default_home() -> Path:
@@ -63,8 +58,11 @@ def default_resources(home: Path, llm: LLMResource | None = None, embedder: Embe
     }
 
 
-def build_definitions(home: Path | None = None, **resource_overrides) -> dg.Definitions:
+def build_definitions(home: Path | None = None, automation: AutomationSettings | None = None,
+                      **resource_overrides) -> dg.Definitions:
+    """`automation` (schedule time and timezone, the watched corpus) defaults to the FLYWHEEL_* environment."""
     home = Path(home) if home else default_home()
+    automation = automation or AutomationSettings.from_env()
     assets = dg.load_assets_from_modules(STAGES)
     checks = dg.load_asset_checks_from_modules(STAGES)
     stage_keys = [key for a in assets for key in a.keys]
@@ -72,7 +70,8 @@ def build_definitions(home: Path | None = None, **resource_overrides) -> dg.Defi
         assets=[*assets, run_stats_asset(stage_keys)],
         asset_checks=checks,
         jobs=[flywheel_job],
-        schedules=[flywheel_job_schedule],
+        schedules=[nightly_schedule(flywheel_job, automation)],
+        sensors=[corpus_sensor(flywheel_job, automation, home)],
         resources=default_resources(home, **resource_overrides),
     )
 

@@ -16,6 +16,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.evaluation.metrics import METRIC_NAMES, aggregate_to_documents, mean_metrics, per_query_metrics
+from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.tracking import MLflowResource
@@ -77,7 +78,7 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(group_name="evaluation", compute_kind="python", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="evaluation", compute_kind="python", pool="gpu", op_tags=compute_tags("gpu"))
 def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, query_splits: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
                       embedder: EmbedderResource, lancedb: LanceDBResource, workspace: WorkspaceResource,

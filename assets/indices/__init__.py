@@ -14,6 +14,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 
@@ -58,14 +59,14 @@ def _build(context, chunks: pd.DataFrame, embedder: EmbedderResource, lancedb: L
     })
 
 
-@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags=compute_tags("gpu"))
 def baseline_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, embedder: EmbedderResource,
                    lancedb: LanceDBResource) -> dg.Output[dict]:
     """LanceDB table of every chunk with base-model vectors and a BM25 index."""
     return _build(context, chunks, embedder, lancedb, BASELINE_TABLE, None)
 
 
-@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags=compute_tags("gpu"))
 def finetuned_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, finetuned_biencoder: dict,
                     embedder: EmbedderResource, lancedb: LanceDBResource) -> dg.Output[dict]:
     """LanceDB table of every chunk with fine-tuned-model vectors and a BM25 index."""

@@ -15,6 +15,7 @@ import pandas as pd
 from assets.training.biencoder import TrainSettings, train_biencoder
 from assets.training.retrain import decide_retrain, load_record, save_record, settings_fingerprint
 from resources.device import plan_for
+from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
@@ -44,7 +45,7 @@ def code_version() -> str:
 
 
 @dg.asset(group_name="training", compute_kind="pytorch", pool="gpu",
-          op_tags={"flywheel/compute": "gpu"})
+          op_tags=compute_tags("gpu"))
 def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
                         embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
                         config: TrainConfig) -> dg.Output[dict]:
