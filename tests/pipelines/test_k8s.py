@@ -78,3 +78,16 @@ def test_helm_values_name_the_image_env_and_launcher(tmp_path):
     assert env["FLYWHEEL_MLFLOW_TRACKING_URI"].startswith("http")
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     assert values["postgresql"]["enabled"] is False   # an external, managed PostgreSQL
+
+
+def test_mlflow_server_manifest_uses_a_database_backend_and_serves_artifacts():
+    docs = list(yaml.safe_load_all((DEPLOY / "mlflow.yaml").read_text()))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    service = next(d for d in docs if d["kind"] == "Service")
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--backend-store-uri") + 1] == "$(MLFLOW_BACKEND_STORE_URI)"
+    assert "--serve-artifacts" in args and args[args.index("--artifacts-destination") + 1].startswith("s3://")
+    values = yaml.safe_load((DEPLOY / "values.yaml").read_text())
+    env = {e["name"]: e.get("value") for e in values["dagster-user-deployments"]["deployments"][0]["env"]}
+    assert env["FLYWHEEL_MLFLOW_TRACKING_URI"] == f"http://{service['metadata']['name']}.flywheel.svc:{service['spec']['ports'][0]['port']}"
