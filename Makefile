@@ -27,7 +27,7 @@ test: setup
 	$(BIN)/python -m pytest -q -rs
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not servers"
 
 bench: setup
 	$(BIN)/python bench/quality.py ../shared/datasets/cranfield

@@ -37,7 +37,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
         "synthetic_queries": {"queries_per_chunk": args.queries_per_chunk, "max_chunks": args.max_chunks},
         "relevance_labels": {"max_queries": args.label_queries, "candidates_per_query": args.candidates},
         "finetuned_biencoder": {"epochs": args.epochs, "max_steps": args.max_steps,
-                                "learning_rate": args.learning_rate, "interpolation": args.interpolation},
+                                "learning_rate": args.learning_rate, "interpolation": args.interpolation,
+                                "min_change_to_retrain": getattr(args, "min_change_to_retrain", None)},
         "distilled_biencoder": {"enabled": True if args.distill else None,
                                 **({"epochs": args.epochs, "max_steps": args.max_steps,
                                     "learning_rate": args.learning_rate, "interpolation": args.interpolation}
@@ -142,6 +143,14 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     print((home / "reports" / "evaluation.md").read_text())
+    stats_path = home / "reports" / "run_stats.json"
+    if stats_path.exists():
+        import json
+
+        stats = json.loads(stats_path.read_text())
+        print("run stats: " + ", ".join(f"{k}={stats.get(k)}" for k in (
+            "llm_calls", "llm_cache_hits", "chunks_total", "chunks_new", "chunks_removed", "chunks_embedded",
+            "retrained")) + f"\n  {stats.get('retrain_reason')}")
     print(f"done in {time.perf_counter() - t0:.0f}s; report: {home / 'reports' / 'evaluation.json'}")
     return 0
 
@@ -201,6 +210,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--rerank-first-stages", help="comma list for the fine-tuned reranker (default: all five)")
     run.add_argument("--only", help="comma list of assets to materialize; the others are read from the last run "
                                     "in --home (e.g. judge_agreement,evaluation_report)")
+    run.add_argument("--min-change-to-retrain", type=float,
+                     help="retrain only when this share of chunks/training queries changed (default 0.05; 0 = always)")
     run.add_argument("--base-model", default="", help="hub id or local folder (default: bundled all-MiniLM-L6-v2)")
     run.add_argument("--llm-backend", choices=["local", "openai"], default="local")
     run.add_argument("--llm-model", default="", help="local: GGUF file or HF folder; openai: the model name")

@@ -11,6 +11,9 @@ from pathlib import Path
 import dagster as dg
 
 from assets import corpus, evaluation, indices, labels, queries, splits, training, triplets
+from pipelines.run_stats import run_stats_asset
+from pipelines.schedules import AutomationSettings, nightly_schedule
+from pipelines.sensors import corpus_sensor
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.llm import LLMResource, LocalGGUFLLMResource, OpenAICompatibleLLMResource
@@ -19,20 +22,23 @@ from resources.workspace import WorkspaceResource
 
 STAGES = [corpus, indices, queries, labels, splits, triplets, training, evaluation]
 
-flywheel_job = dg.define_asset_job(
-    "flywheel_job",
-    selection=dg.AssetSelection.all(),
-    description="Corpus to evaluated, fine-tuned retriever: every stage in order.",
-    executor_def=dg.in_process_executor,   # the multiprocess executor costs seconds per step on 2 cores
-)
+EXECUTORS = ("in_process", "multiprocess", "k8s")
 
-flywheel_job_schedule = dg.ScheduleDefinition(
-    job=flywheel_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Nightly retrain at 02:00 UTC; turn it on in the UI.",
-)
+
+def make_flywheel_job(executor: str = "in_process"):
+    """flywheel_job on one machine (in_process, the default: the multiprocess executor costs seconds per step on
+    2 cores), several processes (multiprocess), or one Kubernetes pod per step (k8s; pipelines/k8s.py)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"FLYWHEEL_EXECUTOR={executor!r}: use one of {', '.join(EXECUTORS)}")
+    if executor == "k8s":
+        from pipelines.k8s import k8s_executor
+
+        executor_def = k8s_executor()
+    else:
+        executor_def = dg.in_process_executor if executor == "in_process" else dg.multiprocess_executor
+    return dg.define_asset_job("flywheel_job", selection=dg.AssetSelection.all(), executor_def=executor_def,
+                               description="Corpus to evaluated, fine-tuned retriever: every stage in order.")
+
 
 
 def default_home() -> Path:
@@ -50,27 +56,39 @@ def default_llm(home: Path) -> LLMResource:
     return LocalGGUFLLMResource(cache_path=cache)
 
 
-def default_resources(home: Path, llm: LLMResource | None = None, embedder: EmbedderResource | None = None) -> dict:
+def default_resources(home: Path, llm: LLMResource | None = None, embedder: EmbedderResource | None = None,
+                      **overrides) -> dict:
+    """Everything under `home`, unless FLYWHEEL_LANCEDB_URI (e.g. s3://bucket/flywheel; credentials and endpoint from
+    the usual AWS_* variables) or FLYWHEEL_MLFLOW_TRACKING_URI (e.g. http://mlflow:5000) point elsewhere."""
     home.mkdir(parents=True, exist_ok=True)
     return {
         "io_manager": dg.FilesystemIOManager(base_dir=str(home / "storage")),   # outputs persist in the home
         "workspace": WorkspaceResource(home=str(home)),
         "llm": llm or default_llm(home),
         "embedder": embedder or EmbedderResource(),
-        "lancedb": LanceDBResource(uri=str(home / "lancedb")),
-        "mlflow": MLflowResource(tracking_uri=f"sqlite:///{home / 'mlflow.db'}"),
+        "lancedb": LanceDBResource(uri=os.environ.get("FLYWHEEL_LANCEDB_URI") or str(home / "lancedb")),
+        "mlflow": MLflowResource(tracking_uri=os.environ.get("FLYWHEEL_MLFLOW_TRACKING_URI")
+                                 or f"sqlite:///{home / 'mlflow.db'}"),
+        **overrides,   # e.g. lancedb=LanceDBResource(uri="s3://...", storage_options=...)
     }
 
 
-def build_definitions(home: Path | None = None, **resource_overrides) -> dg.Definitions:
+def build_definitions(home: Path | None = None, automation: AutomationSettings | None = None,
+                      executor: str | None = None, **resource_overrides) -> dg.Definitions:
+    """`automation` (schedule time and timezone, the watched corpus) and `executor` default to the FLYWHEEL_*
+    environment (FLYWHEEL_EXECUTOR: in_process, multiprocess or k8s)."""
     home = Path(home) if home else default_home()
+    automation = automation or AutomationSettings.from_env()
+    flywheel_job = make_flywheel_job(executor or os.environ.get("FLYWHEEL_EXECUTOR", "in_process"))
     assets = dg.load_assets_from_modules(STAGES)
     checks = dg.load_asset_checks_from_modules(STAGES)
+    stage_keys = [key for a in assets for key in a.keys]
     return dg.Definitions(
-        assets=assets,
+        assets=[*assets, run_stats_asset(stage_keys)],
         asset_checks=checks,
         jobs=[flywheel_job],
-        schedules=[flywheel_job_schedule],
+        schedules=[nightly_schedule(flywheel_job, automation)],
+        sensors=[corpus_sensor(flywheel_job, automation, home)],
         resources=default_resources(home, **resource_overrides),
     )
 

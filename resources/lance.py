@@ -86,15 +86,26 @@ class ChunkIndex:
         raise ValueError(f"unknown retriever {retriever!r}; expected one of {RETRIEVERS}")
 
 
+def _sql_in(column: str, values: list[str]) -> str:
+    quoted = ",".join("'" + v.replace("'", "''") + "'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
 class LanceDBResource(dg.ConfigurableResource):
-    """Where the indices live: a local folder by default, or an object-store URI (s3://bucket/prefix)."""
+    """Where the indices live: a local folder by default, or an object-store URI (s3://bucket/prefix).
+
+    `storage_options` go to LanceDB's object-store client as they are: for S3 or an S3-compatible server,
+    e.g. {"aws_endpoint": "http://minio:9000", "aws_region": "us-east-1", "allow_http": "true",
+    "aws_access_key_id": ..., "aws_secret_access_key": ...} (keys as dg.EnvVar in a deployment).
+    """
 
     uri: str
+    storage_options: dict[str, str] = {}
 
     def connect(self):
         import lancedb
 
-        return lancedb.connect(self.uri)
+        return lancedb.connect(self.uri, storage_options=self.storage_options or None)
 
     def stored_vectors(self, name: str, model: str) -> dict[str, "np.ndarray"]:
         """chunk_id -> vector already in table `name` if it was embedded by `model`: unchanged chunks are not
@@ -117,13 +128,60 @@ class LanceDBResource(dg.ConfigurableResource):
 
         LanceDB does not update an FTS index on `add`, so the index is rebuilt after every write.
         """
-        import pyarrow as pa
         from lancedb.index import FTS
 
         if len(chunks) != len(vectors):
             raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors for table {name!r}")
+        table = self._arrow_rows(chunks, vectors, model)
+        tbl = self.connect().create_table(name, data=table, mode="overwrite")
+        tbl.create_index("text", config=FTS(stem=True, remove_stop_words=True), replace=True)
+        return ChunkIndex(tbl, name)
+
+    def sync_chunk_table(self, name: str, chunks, vectors, model: str = "",
+                         delete_batch: int = 500) -> tuple[ChunkIndex, dict[str, int | str]]:
+        """Make table `name` hold exactly `chunks` (with `vectors`), touching only the rows that differ.
+
+        When the table exists and holds this model's vectors, rows whose chunk is gone (a deleted or edited
+        document) are deleted, rows for new chunks are added, and `optimize()` folds the new rows into the
+        full-text index (and compacts the files), so a nightly run on object storage writes the change, not
+        the table. Otherwise (first run, another model, an old schema) the table is rewritten. Returns the
+        index and {"mode", "rows_added", "rows_deleted"}.
+        """
+        from lancedb.index import FTS
+
+        db = self.connect()
+        if name in db.table_names():
+            tbl = db.open_table(name)
+            if {"model", "doc_id", "chunk_id"} <= set(tbl.schema.names):
+                data = tbl.to_arrow().select(["chunk_id", "doc_id", "model"])
+                models = set(data.column("model").unique().to_pylist())
+                if models <= {model}:
+                    stored = dict(zip(data.column("chunk_id").to_pylist(), data.column("doc_id").to_pylist()))
+                    wanted = dict(zip(chunks["chunk_id"].astype(str), chunks["doc_id"].astype(str)))
+                    stale = [c for c, d in stored.items() if wanted.get(c) != d]   # gone, or moved to another doc
+                    for start in range(0, len(stale), delete_batch):
+                        tbl.delete(_sql_in("chunk_id", stale[start:start + delete_batch]))
+                    keep = set(stored) - set(stale)
+                    mask = ~chunks["chunk_id"].astype(str).isin(keep).to_numpy()
+                    if mask.any():
+                        tbl.add(self._arrow_rows(chunks[mask], vectors[mask], model))
+                    if stale or mask.any():
+                        tbl.optimize()   # indexes the added rows in the FTS index and drops deleted ones
+                    if not any(i.index_type == "FTS" for i in tbl.list_indices()):
+                        tbl.create_index("text", config=FTS(stem=True, remove_stop_words=True), replace=True)
+                    return ChunkIndex(tbl, name), {"mode": "incremental", "rows_added": int(mask.sum()),
+                                                   "rows_deleted": len(stale)}
+        index = self.write_chunk_table(name, chunks, vectors, model=model)
+        return index, {"mode": "rewrite", "rows_added": len(chunks), "rows_deleted": 0}
+
+    @staticmethod
+    def _arrow_rows(chunks, vectors, model: str):
+        import pyarrow as pa
+
+        if len(chunks) != len(vectors):
+            raise ValueError(f"{len(chunks)} chunks but {len(vectors)} vectors")
         dim = int(vectors.shape[1])
-        table = pa.table(
+        return pa.table(
             {
                 "chunk_id": pa.array(chunks["chunk_id"].astype(str).tolist()),
                 "doc_id": pa.array(chunks["doc_id"].astype(str).tolist()),
@@ -132,9 +190,6 @@ class LanceDBResource(dg.ConfigurableResource):
                 "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim),
             }
         )
-        tbl = self.connect().create_table(name, data=table, mode="overwrite")
-        tbl.create_index("text", config=FTS(stem=True, remove_stop_words=True), replace=True)
-        return ChunkIndex(tbl, name)
 
     def open(self, name: str) -> ChunkIndex:
         db = self.connect()

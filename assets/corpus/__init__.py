@@ -13,6 +13,7 @@ import pandas as pd
 
 from assets.common import preview, stable_hash
 from assets.corpus.chunking import chunk_documents, load_tokenizer
+from assets.corpus.manifest import chunk_changes, read_manifest, write_manifest
 from assets.corpus.readers import is_beir_folder, read_beir_queries, read_documents
 from assets.corpus.sample import sample_corpus_path
 from resources.embedder import EmbedderResource
@@ -73,16 +74,22 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig, workspace: W
 
 @dg.asset(group_name="corpus", compute_kind="python")
 def chunks(context: dg.AssetExecutionContext, documents: pd.DataFrame, config: ChunkingConfig,
-           embedder: EmbedderResource) -> dg.Output[pd.DataFrame]:
+           embedder: EmbedderResource, workspace: WorkspaceResource) -> dg.Output[pd.DataFrame]:
     """Token-window chunks of every document, with content-hash ids and duplicates removed."""
     tokenizer = load_tokenizer(embedder.base_model_path())
     out, stats = chunk_documents(documents, tokenizer=tokenizer, max_tokens=config.max_tokens, overlap=config.overlap)
     out.attrs["corpus_name"] = documents.attrs.get("corpus_name", "corpus")
     out.attrs["corpus_hash"] = stable_hash(sorted(out["chunk_id"]))
+    manifest = workspace.path("state") / "chunks_manifest.parquet"
+    changes = chunk_changes(read_manifest(manifest), out)
+    write_manifest(manifest, out)
+    context.log.info(f"chunks: {changes['chunks_new']} new, {changes['chunks_removed']} removed, "
+                     f"{changes['chunks_unchanged']} unchanged since the last run")
     return dg.Output(
         out,
         metadata={
             "n_chunks": len(out),
+            **changes,
             "corpus_hash": out.attrs["corpus_hash"],
             **{k: (float(v) if isinstance(v, float) else int(v)) for k, v in stats.items()},
             "preview": preview(out[["chunk_id", "doc_id", "n_tokens", "text"]]),

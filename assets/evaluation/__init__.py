@@ -24,6 +24,7 @@ from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency
                                       score_candidates)
 from assets.labels.agreement import agreement_markdown
 from assets.training.crossencoder import load_reranker
+from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.llm import LLMResource
@@ -163,7 +164,7 @@ def report_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-@dg.asset(group_name="evaluation", compute_kind="python", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="evaluation", compute_kind="python", pool="gpu", op_tags=compute_tags("gpu"))
 def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, query_splits: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
                       finetuned_crossencoder: dict, judge_agreement: dict, distilled_index: dict,

@@ -1,5 +1,9 @@
 """Indices: every chunk embedded and stored in LanceDB with a BM25 full-text index.
 
+Incremental by content: a chunk's id is the hash of its text, so a chunk already in the table (same id,
+same model) keeps its vector and is not embedded again; the table then gets only the difference (rows of
+deleted or edited documents removed, new rows added, the full-text index optimized to include them).
+
 `baseline_index` uses the base bi-encoder; `finetuned_index` the fine-tuned one. Each table serves three
 first-stage retrievers: BM25, dense, and their reciprocal-rank-fusion hybrid (resources/lance.py).
 """
@@ -10,6 +14,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 
@@ -35,7 +40,7 @@ def _build(context, chunks: pd.DataFrame, embedder: EmbedderResource, lancedb: L
     stored = lancedb.stored_vectors(table, model)
     vectors, n_new = embed_incrementally(chunks, stored, lambda texts: embedder.encode(texts, model_path))
     embed_s = time.perf_counter() - t0
-    index = lancedb.write_chunk_table(table, chunks, vectors, model=model)
+    index, write = lancedb.sync_chunk_table(table, chunks, vectors, model=model)
     sample = chunks["text"].iloc[0] if len(chunks) else ""
     probe = index.bm25(sample, 1) if sample else []
     info = {"table": table, "uri": lancedb.uri, "model": model, "n_rows": index.count(),
@@ -46,27 +51,30 @@ def _build(context, chunks: pd.DataFrame, embedder: EmbedderResource, lancedb: L
         "chunks_embedded": n_new,
         "chunks_reused": len(chunks) - n_new,
         "chunks_removed": len(set(stored) - set(chunks["chunk_id"])),
+        "rows_added": write["rows_added"],
+        "rows_deleted": write["rows_deleted"],
+        "write_mode": write["mode"],
         "embed_seconds": round(embed_s, 2),
         "fts_self_probe_ok": bool(probe) and probe[0][0] == chunks["chunk_id"].iloc[0],
         "device": embedder.resolved_device(),
     })
 
 
-@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags=compute_tags("gpu"))
 def baseline_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, embedder: EmbedderResource,
                    lancedb: LanceDBResource) -> dg.Output[dict]:
     """LanceDB table of every chunk with base-model vectors and a BM25 index."""
     return _build(context, chunks, embedder, lancedb, BASELINE_TABLE, None)
 
 
-@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags=compute_tags("gpu"))
 def finetuned_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, finetuned_biencoder: dict,
                     embedder: EmbedderResource, lancedb: LanceDBResource) -> dg.Output[dict]:
     """LanceDB table of every chunk with fine-tuned-model vectors and a BM25 index."""
     return _build(context, chunks, embedder, lancedb, FINETUNED_TABLE, finetuned_biencoder["model_path"])
 
 
-@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags=compute_tags("gpu"))
 def distilled_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, distilled_biencoder: dict,
                     embedder: EmbedderResource, lancedb: LanceDBResource) -> dg.Output[dict]:
     """LanceDB table of every chunk with the distilled model's vectors (empty when distillation is off)."""

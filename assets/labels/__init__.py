@@ -14,6 +14,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import preview, progress_logger, stable_sample
+from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.llm import JudgeRequest, LLMResource
@@ -51,7 +52,7 @@ def labels_frame(judgments, queries: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LABEL_COLUMNS)
 
 
-@dg.asset(group_name="labels", compute_kind="llm", pool="llm", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="labels", compute_kind="llm", pool="llm", op_tags=compute_tags("llm"))
 def relevance_labels(context: dg.AssetExecutionContext, synthetic_queries: pd.DataFrame, chunks: pd.DataFrame,
                      baseline_index: dict, llm: LLMResource, embedder: EmbedderResource,
                      lancedb: LanceDBResource, config: LabelConfig) -> dg.Output[pd.DataFrame]:

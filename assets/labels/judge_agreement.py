@@ -14,6 +14,7 @@ import pandas as pd
 from assets.common import progress_logger, stable_sample
 from assets.evaluation.metrics import aggregate_to_documents
 from assets.labels.agreement import agreement, agreement_markdown
+from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.llm import JudgeRequest, LLMResource
@@ -46,7 +47,7 @@ def candidate_pairs(queries: dict[str, str], qrels: dict[str, dict[str, int]], h
     return rows
 
 
-@dg.asset(group_name="labels", compute_kind="llm", pool="llm", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="labels", compute_kind="llm", pool="llm", op_tags=compute_tags("llm"))
 def judge_agreement(context: dg.AssetExecutionContext, human_queries: list, chunks: pd.DataFrame,
                     baseline_index: dict, llm: LLMResource, embedder: EmbedderResource, lancedb: LanceDBResource,
                     workspace: WorkspaceResource, config: JudgeAgreementConfig) -> dg.Output[dict]:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from assets.common import preview, progress_logger, stable_fraction, stable_hash, stable_sample
 from resources.llm import LLMResource, QueryRequest
+from resources.compute import compute_tags
 from resources.prompts import QUERY_STYLES
 
 
@@ -49,7 +50,7 @@ def queries_frame(generated, chunks: pd.DataFrame) -> pd.DataFrame:
     return df.drop_duplicates("query_id").reset_index(drop=True)
 
 
-@dg.asset(group_name="queries", compute_kind="llm", pool="llm", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="queries", compute_kind="llm", pool="llm", op_tags=compute_tags("llm"))
 def synthetic_queries(context: dg.AssetExecutionContext, chunks: pd.DataFrame, llm: LLMResource,
                       config: QueryGenConfig) -> dg.Output[pd.DataFrame]:
     """LLM-written queries (question, keywords, claim) for each chunk, filtered, one row per query."""

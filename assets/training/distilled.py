@@ -14,6 +14,7 @@ import pandas as pd
 from assets.training import TrainConfig, train_and_register
 from assets.training.biencoder import teacher_margins
 from assets.training.crossencoder import load_reranker
+from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
@@ -25,7 +26,7 @@ class DistillConfig(TrainConfig):
     enabled: bool = False       # a second bi-encoder training: opt in (flywheel run --distill)
 
 
-@dg.asset(group_name="training", compute_kind="pytorch", pool="gpu", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="training", compute_kind="pytorch", pool="gpu", op_tags=compute_tags("gpu"))
 def distilled_biencoder(context: dg.AssetExecutionContext, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
                         finetuned_crossencoder: dict, embedder: EmbedderResource, mlflow: MLflowResource,
                         workspace: WorkspaceResource, config: DistillConfig) -> dg.Output[dict]:

@@ -15,6 +15,7 @@ from assets.common import preview
 from assets.splits import SplitConfig, document_split
 from assets.training.crossencoder import RerankerSettings, load_reranker, reranker_pairs, train_crossencoder
 from resources.device import plan_for
+from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
@@ -46,7 +47,7 @@ def log_reranker_model(mlflow_api, model_path: str, register: bool):
     return getattr(info, "registered_model_version", None)
 
 
-@dg.asset(group_name="training", compute_kind="pytorch", pool="gpu", op_tags={"flywheel/compute": "gpu"})
+@dg.asset(group_name="training", compute_kind="pytorch", pool="gpu", op_tags=compute_tags("gpu"))
 def finetuned_crossencoder(context: dg.AssetExecutionContext, query_splits: pd.DataFrame,
                            relevance_labels: pd.DataFrame, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
                            embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,

@@ -59,3 +59,51 @@ def test_mismatched_vectors_are_rejected(tmp_path):
     chunks = pd.DataFrame({"chunk_id": ["a"], "doc_id": ["d"], "text": ["x"]})
     with pytest.raises(ValueError, match="1 chunks but 2 vectors"):
         LanceDBResource(uri=str(tmp_path / "db")).write_chunk_table("t", chunks, np.zeros((2, 4), "float32"))
+
+
+def _frame(rows):
+    return pd.DataFrame(rows, columns=["chunk_id", "doc_id", "text"])
+
+
+def test_sync_adds_new_rows_deletes_gone_ones_and_every_retriever_sees_the_change(tmp_path):
+    rng = np.random.default_rng(1)
+    vecs = rng.normal(size=(4, 8)).astype("float32")
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    res = LanceDBResource(uri=str(tmp_path / "db"))
+    first = _frame([("c0", "d0", "the wing produces lift"), ("c1", "d1", "heat transfer in hypersonic flow"),
+                    ("c2", "d2", "shock waves at mach three")])
+    _, info = res.sync_chunk_table("t", first, vecs[:3], model="m")
+    assert info == {"mode": "rewrite", "rows_added": 3, "rows_deleted": 0}
+    # d1 deleted, d3 added: only the difference is written
+    second = _frame([("c0", "d0", "the wing produces lift"), ("c2", "d2", "shock waves at mach three"),
+                     ("c3", "d3", "vortex shedding behind a cylinder")])
+    idx, info = res.sync_chunk_table("t", second, vecs[[0, 2, 3]], model="m")
+    assert info == {"mode": "incremental", "rows_added": 1, "rows_deleted": 1}
+    assert idx.count() == 3
+    assert idx.bm25("vortex cylinder", 3)[0][0] == "c3"
+    assert idx.dense(vecs[3], 1)[0][0] == "c3"
+    assert idx.hybrid("vortex shedding", vecs[3], 3)[0][0] == "c3"
+    assert idx.bm25("hypersonic heat", 3) == []
+    assert "c1" not in [c for c, _ in idx.dense(vecs[1], 10)]
+    assert "c1" not in [c for c, _ in idx.hybrid("hypersonic heat", vecs[1], 10)]
+    # the new row is in the full-text index itself, not only found by a flat scan of unindexed rows
+    fts = [i for i in idx.table.list_indices() if i.index_type == "FTS"]
+    assert len(fts) == 1 and idx.table.index_stats(fts[0].name).num_unindexed_rows == 0
+    # nothing changed: nothing written
+    _, info = res.sync_chunk_table("t", second, vecs[[0, 2, 3]], model="m")
+    assert info == {"mode": "incremental", "rows_added": 0, "rows_deleted": 0}
+    # a chunk that moved to another document is rewritten with its new doc_id
+    moved = _frame([("c0", "d9", "the wing produces lift"), ("c2", "d2", "shock waves at mach three"),
+                    ("c3", "d3", "vortex shedding behind a cylinder")])
+    idx, info = res.sync_chunk_table("t", moved, vecs[[0, 2, 3]], model="m")
+    assert info["rows_added"] == 1 and info["rows_deleted"] == 1
+    assert dict(zip(*[idx.table.to_arrow().column(c).to_pylist() for c in ("chunk_id", "doc_id")]))["c0"] == "d9"
+
+
+def test_sync_rewrites_the_table_when_the_model_changes(tmp_path):
+    vecs = np.eye(2, 8, dtype="float32")
+    res = LanceDBResource(uri=str(tmp_path / "db"))
+    chunks = _frame([("c0", "d0", "lift"), ("c1", "d1", "drag")])
+    res.sync_chunk_table("t", chunks, vecs, model="m1")
+    idx, info = res.sync_chunk_table("t", chunks, vecs, model="m2")
+    assert info["mode"] == "rewrite" and set(idx.table.to_arrow().column("model").to_pylist()) == {"m2"}
