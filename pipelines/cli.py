@@ -46,7 +46,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
         "finetuned_crossencoder": {"max_steps": args.reranker_steps},
         "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
                               "offtheshelf_first_stages": _names(args.offtheshelf_first_stages),
-                              "rerank_first_stages": _names(args.rerank_first_stages)},
+                              "rerank_first_stages": _names(args.rerank_first_stages),
+                              "offtheshelf_query_kinds": _names(args.offtheshelf_query_kinds)},
     }
     selected = set(_names(args.only) or [])
     ops = {op: {"config": {k: v for k, v in cfg.items() if v is not None}} for op, cfg in knobs.items()
@@ -207,6 +208,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--offtheshelf-reranker",
                      help='"upr" (default: the LLM\'s query likelihood), a hub/local cross-encoder, or "" for none')
     run.add_argument("--offtheshelf-first-stages", help="comma list (default hybrid_finetuned)")
+    run.add_argument("--offtheshelf-query-kinds", help="comma list: synthetic,human (default both)")
     run.add_argument("--rerank-first-stages", help="comma list for the fine-tuned reranker (default: all five)")
     run.add_argument("--only", help="comma list of assets to materialize; the others are read from the last run "
                                     "in --home (e.g. judge_agreement,evaluation_report)")

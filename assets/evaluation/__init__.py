@@ -46,6 +46,8 @@ class EvaluationConfig(dg.Config):
     offtheshelf_reranker: str = "upr"           # "upr": the LLM's query likelihood; a hub/local cross-encoder; "" none
     offtheshelf_first_stages: list[str] = ["hybrid_finetuned"]   # UPR costs ~0.15 s a pair on 2 CPU cores: the
     #   shipped first stage only by default (20 pairs x 300 queries = 15 min); scores are cached for reruns
+    offtheshelf_query_kinds: list[str] = ["synthetic", "human"]  # ["human"]: spend the zero-shot reranker's
+    #   cost only where the answer matters most
 
 
 def build_rerankers(config: EvaluationConfig, finetuned_crossencoder: dict, llm: LLMResource, device: str) -> list:
@@ -203,7 +205,8 @@ def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, q
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
     per_query = []
     for set_name, (kind, queries, qrels, c2d) in sets.items():
-        entry, pq = evaluate_query_set(set_name, kind, queries, qrels, systems, encode, c2d, rerankers, chunk_text,
+        use = [r for r in rerankers if r[0] != "rerank_offtheshelf" or kind in config.offtheshelf_query_kinds]
+        entry, pq = evaluate_query_set(set_name, kind, queries, qrels, systems, encode, c2d, use, chunk_text,
                                        config.rerank_depth)
         report["query_sets"][set_name] = entry
         per_query.append(pq)
