@@ -28,6 +28,15 @@ def preview(df: pd.DataFrame, max_rows: int = 5) -> dg.MetadataValue:
     return dg.MetadataValue.md(markdown_table(df, max_rows))
 
 
+def image(path, alt: str = "plot") -> dg.MetadataValue:
+    """A PNG shown inline in the Dagster UI (markdown with a data URI: the UI renders it, no file server needed)."""
+    import base64
+    from pathlib import Path
+
+    data = base64.b64encode(Path(path).read_bytes()).decode()
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
+
+
 def stable_hash(items: Iterable[str], n: int = 16) -> str:
     h = hashlib.sha256()
     for item in items:

@@ -19,9 +19,10 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
-from assets.evaluation.metrics import METRIC_NAMES, aggregate_to_documents, mean_metrics, per_query_metrics
+from assets.evaluation.metrics import METRIC_NAMES, mean_metrics
 from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency_summary, rerank,
                                       score_candidates)
+from assets.evaluation.scoring import QuerySet, build_query_sets, score_hits
 from assets.labels.agreement import agreement_markdown
 from assets.training.crossencoder import load_reranker
 from resources.compute import compute_tags
@@ -32,8 +33,6 @@ from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
 TABLE_METRICS = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "accuracy@1", "accuracy@3"]
-DEPTH = 100            # documents (or chunks) scored per query: recall@100 needs 100
-CHUNK_DEPTH = 300      # chunks fetched for a document ranking: several chunks of one document collapse into one
 
 
 FIRST_STAGES = ["bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"]
@@ -71,29 +70,21 @@ def retrieve_all(index, retriever: str, texts: list[str], vectors, k: int) -> li
     return [index.search(retriever, t, v, k) for t, v in zip(texts, vectors)]
 
 
-def evaluate_query_set(name: str, kind: str, queries: dict[str, str], qrels: dict[str, dict[str, int]],
-                       systems: dict[str, tuple], encode, chunk_to_doc: dict[str, str] | None,
-                       rerankers: list[tuple] = (), chunk_text: dict[str, str] | None = None, rerank_depth: int = 20):
+def evaluate_query_set(query_set: QuerySet, systems: dict[str, tuple], encode, rerankers: list[tuple] = (),
+                       chunk_text: dict[str, str] | None = None, rerank_depth: int = 20):
     """Metrics of every system on one query set. systems: name -> (index, retriever, model path or None).
-    rerankers: (suffix, reranker, first stages) -> a "<first stage>+<suffix>" row for each first stage.
-
-    chunk_to_doc None: qrels judge chunks. Otherwise rankings are collapsed to documents first.
-    """
-    qids = [q for q in qrels if q in queries]
-    texts = [queries[q] for q in qids]
+    rerankers: (suffix, reranker, first stages) -> a "<first stage>+<suffix>" row for each first stage."""
+    qids = query_set.qids
+    texts = [query_set.queries[q] for q in qids]
     vectors_by_model: dict = {}
     result, per_query, hits_by_system = {}, [], {}
 
     def score(system: str, hits: list[list[tuple[str, float]]], extra: dict) -> None:
-        if chunk_to_doc:
-            ranking = {q: aggregate_to_documents(h, chunk_to_doc)[:DEPTH] for q, h in zip(qids, hits)}
-        else:
-            ranking = {q: [c for c, _ in h][:DEPTH] for q, h in zip(qids, hits)}
-        pq = per_query_metrics(ranking, {q: qrels[q] for q in qids})
+        pq = score_hits(query_set, hits)
         result[system] = {m: round(float(v), 6) for m, v in mean_metrics(pq).items() if m in METRIC_NAMES}
         result[system].update(extra)
         pq.insert(0, "retriever", system)
-        pq.insert(0, "query_set", name)
+        pq.insert(0, "query_set", query_set.name)
         per_query.append(pq)
 
     for system, (index, retriever, model_path) in systems.items():
@@ -104,7 +95,7 @@ def evaluate_query_set(name: str, kind: str, queries: dict[str, str], qrels: dic
                 vectors_by_model[model_path] = encode(texts, model_path)
             vectors = vectors_by_model[model_path]
         t0 = time.perf_counter()
-        hits = retrieve_all(index, retriever, texts, vectors, CHUNK_DEPTH if chunk_to_doc else DEPTH)
+        hits = retrieve_all(index, retriever, texts, vectors, query_set.depth)
         ms = 1000 * (time.perf_counter() - t0) / max(1, len(texts))
         hits_by_system[system] = hits
         score(system, hits, {"search_ms_per_query": round(ms, 3)})
@@ -118,7 +109,7 @@ def evaluate_query_set(name: str, kind: str, queries: dict[str, str], qrels: dic
             per_q = {q: min(rerank_depth, len(h)) for q, h in zip(qids, hits_by_system[s])}
             score(f"{s}+{suffix}", reranked, {"search_ms_per_query": result[s]["search_ms_per_query"],
                                              "rerank_depth": rerank_depth, **latency_summary(pairs.ms_per_pair, per_q)})
-    return {"kind": kind, "n_queries": len(qids), "retrievers": result}, pd.concat(per_query, ignore_index=True)
+    return {"kind": query_set.kind, "n_queries": len(qids), "retrievers": result}, pd.concat(per_query, ignore_index=True)
 
 
 def latency_cell(metrics: dict) -> str:
@@ -186,12 +177,7 @@ def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, q
         systems.update({"dense_distilled": (distilled, "dense", distilled_biencoder["model_path"]),
                         "hybrid_distilled": (distilled, "hybrid", distilled_biencoder["model_path"])})
     encode = lambda texts, path: embedder.encode(texts, path)  # noqa: E731
-    test = query_splits[query_splits["split"] == "test"]
-    sets = {"synthetic/test": ("synthetic", dict(zip(test["query_id"], test["text"])),
-                               {r.query_id: {c: 1 for c in r.positives} for r in test.itertuples(index=False)}, None)}
-    chunk_to_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
-    for hs in human_queries:
-        sets[f"human/{hs.name}"] = ("human", hs.queries, hs.qrels, chunk_to_doc)
+    sets = build_query_sets(query_splits, human_queries, chunks)
     report = {"query_sets": {}, "generated_at": datetime.now(timezone.utc).isoformat(),
               "corpus": chunks.attrs.get("corpus_name", "corpus"), "corpus_hash": chunks.attrs.get("corpus_hash", ""),
               "model": {k: finetuned_biencoder.get(k) for k in ("model_path", "mlflow_run_id", "model_version",
@@ -204,10 +190,9 @@ def evaluation_report(context: dg.AssetExecutionContext, chunks: pd.DataFrame, q
     report["judge_agreement"] = judge_agreement
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
     per_query = []
-    for set_name, (kind, queries, qrels, c2d) in sets.items():
-        use = [r for r in rerankers if r[0] != "rerank_offtheshelf" or kind in config.offtheshelf_query_kinds]
-        entry, pq = evaluate_query_set(set_name, kind, queries, qrels, systems, encode, c2d, use, chunk_text,
-                                       config.rerank_depth)
+    for set_name, query_set in sets.items():
+        use = [r for r in rerankers if r[0] != "rerank_offtheshelf" or query_set.kind in config.offtheshelf_query_kinds]
+        entry, pq = evaluate_query_set(query_set, systems, encode, use, chunk_text, config.rerank_depth)
         report["query_sets"][set_name] = entry
         per_query.append(pq)
         context.log.info(f"evaluated {set_name}: {entry['n_queries']} queries")

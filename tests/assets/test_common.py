@@ -24,3 +24,15 @@ def test_stable_sample_is_stable_and_sized():
 def test_hashes_are_stable():
     assert stable_hash(["a", "b"]) == stable_hash(["a", "b"]) != stable_hash(["ab"])
     assert 0 <= stable_fraction("x") < 1 and stable_fraction("x") == stable_fraction("x")
+
+
+def test_image_metadata_embeds_the_png(tmp_path):
+    import base64
+
+    from assets.common import image
+
+    png = tmp_path / "p.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\nfake")
+    md = image(png, alt="curve").value
+    assert md.startswith("![curve](data:image/png;base64,")
+    assert base64.b64decode(md.split(",", 1)[1].rstrip(")")) == png.read_bytes()

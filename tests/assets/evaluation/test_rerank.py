@@ -3,6 +3,7 @@ from dataclasses import dataclass
 import pytest
 
 from assets.evaluation import evaluate_query_set
+from assets.evaluation.scoring import QuerySet
 from assets.evaluation.rerank import LLMReranker, latency_summary, rerank, score_candidates
 
 
@@ -39,8 +40,8 @@ def test_each_pair_is_scored_once_and_every_first_stage_gets_a_reranked_row():
     index = FakeIndex({"bm25": ["c2", "c1", "c4", "c3"], "dense": ["c1", "c3", "c2", "c4"]})
     systems = {"bm25": (index, "bm25", None), "dense_base": (index, "dense", None)}
     reranker = CountingReranker()
-    entry, pq = evaluate_query_set("s", "synthetic", {"q": "wing lift drag"}, {"q": {"c3": 1}}, systems,
-                                   lambda texts, path: [None] * len(texts), None,
+    query_set = QuerySet("s", "synthetic", {"q": "wing lift drag"}, {"q": {"c3": 1}}, None)
+    entry, pq = evaluate_query_set(query_set, systems, lambda texts, path: [None] * len(texts),
                                    [("rerank_x", reranker, ["bm25", "dense_base"])], chunk_text, rerank_depth=2)
     assert reranker.calls == 1 and reranker.pairs == 3        # union of {c2, c1} and {c1, c3}
     r = entry["retrievers"]
