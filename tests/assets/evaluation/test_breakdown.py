@@ -1,0 +1,53 @@
+"""Tier 1: query attributes (style, document-length bucket) and the per-group breakdown."""
+import pandas as pd
+import pytest
+
+from assets.evaluation.breakdown import (breakdown, breakdown_markdown, length_bucket, length_edges,
+                                         query_attributes)
+from assets.evaluation.scoring import QuerySet
+
+
+def _documents() -> pd.DataFrame:
+    # 1 to 9 words: tertiles at 3.67 and 6.33 words
+    return pd.DataFrame({"doc_id": [f"d{n}" for n in range(1, 10)], "text": [" ".join(["w"] * n) for n in range(1, 10)]})
+
+
+def test_tertile_edges_cut_the_corpus_in_three():
+    words = {f"d{n}": n for n in range(1, 10)}
+    edges = length_edges(words)
+    assert edges == pytest.approx([11 / 3, 19 / 3])
+    assert [length_bucket(n, edges) for n in (1, 3, 4, 6, 7, 9)] == ["short"] * 2 + ["medium"] * 2 + ["long"] * 2
+    assert length_bucket(None, edges) == "unknown"
+
+
+def test_attributes_come_from_the_source_document_or_the_most_relevant_judged_one():
+    splits = pd.DataFrame({"query_id": ["s1", "s2"], "doc_id": ["d1", "d9"], "style": ["question", "keywords"],
+                           "split": ["test", "test"], "text": ["a", "b"], "positives": [["c1"], ["c9"]]})
+    sets = {"synthetic/test": QuerySet("synthetic/test", "synthetic", {"s1": "a", "s2": "b"},
+                                       {"s1": {"c1": 1}, "s2": {"c9": 1}}, None),
+            "human/x": QuerySet("human/x", "human", {"h1": "q", "h2": "r"},
+                                {"h1": {"d2": 1, "d8": 2, "d9": 2}, "h2": {"gone": 1}}, {})}
+    attrs, edges = query_attributes(sets, splits, _documents())
+    got = attrs.set_index(["query_set", "qid"])
+    assert got.loc[("synthetic/test", "s1"), "style"] == "question"
+    assert got.loc[("synthetic/test", "s1"), "doc_length_bucket"] == "short"
+    assert got.loc[("synthetic/test", "s2"), "doc_length_bucket"] == "long"
+    assert got.loc[("human/x", "h1"), "style"] == "human"
+    assert got.loc[("human/x", "h1"), "doc_id"] == "d8"          # the first document of the highest grade
+    assert got.loc[("human/x", "h2"), "doc_length_bucket"] == "unknown"
+    assert edges == pytest.approx([11 / 3, 19 / 3])
+
+
+def test_breakdown_averages_each_retriever_per_group_with_counts():
+    pq = pd.DataFrame({"retriever": ["bm25"] * 3 + ["dense_base"] * 3, "qid": ["a", "b", "c"] * 2,
+                       "ndcg@10": [1.0, 0.0, 0.5, 0.0, 1.0, 0.25],
+                       "style": ["question", "keywords", "question"] * 2,
+                       "doc_length_bucket": ["long", "short", "short"] * 2})
+    bd = breakdown(pq)
+    assert bd["by_style"]["question"] == {"n_queries": 2, "ndcg@10": {"bm25": 0.75, "dense_base": 0.125}}
+    assert bd["by_style"]["keywords"]["ndcg@10"] == {"bm25": 0.0, "dense_base": 1.0}
+    assert list(bd["by_doc_length"]) == ["short", "long"]        # bucket order, not alphabetical
+    assert bd["by_doc_length"]["short"]["n_queries"] == 2
+    table = breakdown_markdown("synthetic/test", bd)
+    assert "| retriever | keywords (n=1) | question (n=2) | short (n=2) | long (n=1) |" in table
+    assert "| bm25 | 0.000 | 0.750 | 0.250 | 1.000 |" in table

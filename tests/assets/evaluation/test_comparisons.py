@@ -1,0 +1,62 @@
+"""Tier 1: every retriever against its baseline, paired by query id."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from assets.evaluation.comparisons import (add_comparisons, baseline_of, compare_to_baselines, comparison_metrics,
+                                           comparisons_markdown)
+
+
+@pytest.mark.parametrize("retriever, baseline", [
+    ("bm25", None), ("dense_base", "bm25"), ("hybrid_base", "bm25"),
+    ("dense_finetuned", "dense_base"), ("hybrid_finetuned", "hybrid_base"),
+    ("dense_distilled", "dense_base"), ("hybrid_distilled", "hybrid_base"),
+    ("hybrid_finetuned+rerank_offtheshelf", "hybrid_finetuned"), ("bm25+rerank_finetuned", "bm25"),
+    ("something_new", None),
+])
+def test_each_retriever_has_the_baseline_it_should_beat(retriever, baseline):
+    assert baseline_of(retriever) == baseline
+
+
+def _rows(scores: dict[str, list[float]], qids=None, query_set="s") -> pd.DataFrame:
+    frames = []
+    for retriever, values in scores.items():
+        ids = qids or [f"q{i}" for i in range(len(values))]
+        frames.append(pd.DataFrame({"query_set": query_set, "retriever": retriever, "qid": ids, "ndcg@10": values}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_pairs_by_query_id_not_by_row_order():
+    base = [0.1, 0.2, 0.3, 0.4]
+    rows = pd.concat([_rows({"dense_base": base}),
+                      _rows({"dense_finetuned": [0.4 + 0.5, 0.3 + 0.5, 0.2 + 0.5, 0.1 + 0.5]},
+                            qids=["q3", "q2", "q1", "q0"])])      # same queries, listed backwards
+    [(name, c)] = compare_to_baselines(rows, resamples=500).items()
+    assert name == "dense_finetuned" and c["baseline"] == "dense_base" and c["n_paired"] == 4
+    assert c["delta_ndcg@10"] == pytest.approx(0.5) and c["ci95"] == pytest.approx([0.5, 0.5])
+    assert c["p_value"] == pytest.approx(2 / 16)     # four wins, exact: the two all-same-sign patterns of 2^4
+
+
+def test_retrievers_without_a_baseline_row_are_left_out():
+    rows = _rows({"bm25": [0.1, 0.2], "dense_finetuned": [0.3, 0.1]})    # no dense_base in the rows
+    assert compare_to_baselines(rows) == {}
+
+
+def test_add_comparisons_fills_each_set_and_mlflow_gets_flat_numbers():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 0.5, 30)
+    rows = pd.concat([_rows({"bm25": base, "dense_base": base + 0.3}, query_set="a"),
+                      _rows({"bm25": base, "dense_base": base}, query_set="b")])
+    report = {"query_sets": {s: {"retrievers": {"bm25": {"ndcg@10": 0.0}, "dense_base": {"ndcg@10": 0.0}}}
+                             for s in ("a", "b")}}
+    add_comparisons(report, rows, resamples=1000)
+    a, b = report["query_sets"]["a"]["retrievers"], report["query_sets"]["b"]["retrievers"]
+    assert "baseline" not in a["bm25"]
+    assert a["dense_base"]["ci95"][0] > 0 and a["dense_base"]["p_value"] < 0.001
+    assert b["dense_base"]["delta_ndcg@10"] == 0.0 and b["dense_base"]["p_value"] == 1.0
+    flat = comparison_metrics(a["dense_base"])
+    assert set(flat) == {"delta_ndcg@10", "delta_ndcg@10_ci95_lo", "delta_ndcg@10_ci95_hi", "delta_ndcg@10_p_value"}
+    assert comparison_metrics(a["bm25"]) == {}
+    table = comparisons_markdown(report)
+    assert "| a | dense_base | bm25 | 30 | +0.300 |" in table and "better" in table
+    assert "| b | dense_base | bm25 | 30 | +0.000 | [+0.000, +0.000] | 1 | no clear difference |" in table
