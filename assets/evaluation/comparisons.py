@@ -64,9 +64,17 @@ def comparison_metrics(metrics: dict) -> dict[str, float]:
     return {DELTA: metrics[DELTA], f"{DELTA}_ci95_lo": lo, f"{DELTA}_ci95_hi": hi, f"{DELTA}_p_value": metrics["p_value"]}
 
 
+ALPHA = 0.05
+
+
 def verdict(metrics: dict) -> str:
+    """"better"/"worse" only when both tests agree: the 95% interval excludes 0 AND p < 0.05. With few queries
+    the percentile interval is too narrow (it can exclude 0 at p = 0.125 with 12 queries), so it alone is not
+    enough."""
     lo, hi = metrics["ci95"]
-    return "better" if lo > 0 else "worse" if hi < 0 else "no clear difference"
+    if metrics["p_value"] < ALPHA and (lo > 0 or hi < 0):
+        return "better" if lo > 0 else "worse"
+    return "no clear difference"
 
 
 def comparisons_markdown(report: dict) -> str:

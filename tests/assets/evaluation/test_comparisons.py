@@ -60,3 +60,29 @@ def test_add_comparisons_fills_each_set_and_mlflow_gets_flat_numbers():
     table = comparisons_markdown(report)
     assert "| a | dense_base | bm25 | 30 | +0.300 |" in table and "better" in table
     assert "| b | dense_base | bm25 | 30 | +0.000 | [+0.000, +0.000] | 1 | no clear difference |" in table
+
+
+def test_mlflow_gets_every_comparison_under_a_valid_stable_name():
+    import re
+
+    from assets.evaluation import mlflow_metrics
+
+    report = {"query_sets": {"human/cran/test": {"retrievers": {
+        "bm25": {"ndcg@10": 0.3, "search_ms_per_query": 1.0},
+        "bm25+rerank_finetuned": {"ndcg@10": 0.4, "baseline": "bm25", "delta_ndcg@10": 0.1, "ci95": [0.05, 0.15],
+                                  "p_value": 0.002, "n_paired": 9}}}}}
+    metrics = mlflow_metrics(report)
+    assert metrics["human.cran.test.bm25.rerank_finetuned.delta_ndcg_at_10"] == 0.1
+    assert metrics["human.cran.test.bm25.rerank_finetuned.delta_ndcg_at_10_ci95_lo"] == 0.05
+    assert metrics["human.cran.test.bm25.rerank_finetuned.delta_ndcg_at_10_p_value"] == 0.002
+    assert "human.cran.test.bm25.ndcg_at_10" in metrics and not any("n_paired" in k for k in metrics)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-/]+", k) for k in metrics)
+
+
+def test_a_verdict_needs_the_interval_and_the_p_value_to_agree():
+    from assets.evaluation.comparisons import verdict
+
+    assert verdict({"ci95": [0.01, 0.2], "p_value": 0.01}) == "better"
+    assert verdict({"ci95": [-0.2, -0.01], "p_value": 0.04}) == "worse"
+    assert verdict({"ci95": [-0.25, -0.03], "p_value": 0.125}) == "no clear difference"   # 12 queries, exact p
+    assert verdict({"ci95": [-0.01, 0.2], "p_value": 0.01}) == "no clear difference"
