@@ -55,10 +55,12 @@ class MLflowResource(dg.ConfigurableResource):
         mlflow = self._setup()
         return mlflow.MlflowClient(self.tracking_uri)
 
-    def log_to_run(self, run_id: str, metrics: dict[str, float], artifacts: list[str] = ()) -> None:
-        """Add metrics and files to an existing run (the evaluation adds its report to the training run)."""
+    def log_to_run(self, run_id: str, metrics: dict[str, float], artifacts: list[str | tuple[str, str]] = ()) -> None:
+        """Add metrics and files to an existing run (the evaluation adds its report to the training run).
+        An artifact is a path (kept at the run's root) or (path, folder) (kept in that artifact folder)."""
         mlflow = self._setup()
         with mlflow.start_run(run_id=run_id):
             mlflow.log_metrics(metrics)
-            for path in artifacts:
-                mlflow.log_artifact(path)
+            for item in artifacts:
+                path, folder = (item, None) if isinstance(item, str) else item
+                mlflow.log_artifact(path, artifact_path=folder)

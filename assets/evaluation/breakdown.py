@@ -91,3 +91,10 @@ def breakdown_markdown(set_name: str, bd: dict) -> str:
         cells = [f"{g[bd['metric']][r]:.3f}" if r in g[bd["metric"]] else "" for _, _, g in groups]
         lines.append(f"| {r} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def breakdowns_markdown(report: dict) -> str:
+    """Every query set's breakdown table, after the rule that cut the length buckets."""
+    tables = [breakdown_markdown(name, qs["breakdown"]) for name, qs in report["query_sets"].items()]
+    return "\n\n".join([f"Document length buckets (words, the corpus's tertiles): {report['doc_length_buckets']['rule']}",
+                          *tables])

@@ -87,6 +87,44 @@ def test_report_has_every_retriever_on_synthetic_and_human_sets(tiny_run):
     assert judge["roc_auc"] is not None and judge["threshold"] is not None
 
 
+def test_report_compares_each_retriever_with_its_baseline_and_breaks_the_sets_down(tiny_run):
+    import pandas as pd
+
+    home, result = tiny_run
+    report = json.loads((home / "reports" / "evaluation.json").read_text())
+    for set_name, qs in report["query_sets"].items():
+        tuned = qs["retrievers"]["dense_finetuned"]
+        assert tuned["baseline"] == "dense_base" and tuned["n_paired"] == qs["n_queries"]
+        lo, hi = tuned["ci95"]
+        assert lo <= tuned["delta_ndcg@10"] <= hi and 0.0 <= tuned["p_value"] <= 1.0
+        assert tuned["delta_ndcg@10"] == pytest.approx(
+            tuned["ndcg@10"] - qs["retrievers"]["dense_base"]["ndcg@10"], abs=1e-5)
+        assert qs["retrievers"]["hybrid_finetuned+rerank_finetuned"]["baseline"] == "hybrid_finetuned"
+        assert "baseline" not in qs["retrievers"]["bm25"]
+        bd = qs["breakdown"]
+        expected_styles = {"human"} if qs["kind"] == "human" else {"question", "keywords", "claim"}
+        assert set(bd["by_style"]) <= expected_styles and bd["by_style"]
+        assert sum(g["n_queries"] for g in bd["by_style"].values()) == qs["n_queries"]
+        assert sum(g["n_queries"] for g in bd["by_doc_length"].values()) == qs["n_queries"]
+        assert set(bd["by_doc_length"]) <= {"short", "medium", "long"}
+        assert set(bd["by_style"][next(iter(bd["by_style"]))]["ndcg@10"]) == set(qs["retrievers"])
+        plot = home / "reports" / report["plots"][set_name]
+        assert plot.parent.name == "plots" and plot.read_bytes()[:4] == b"\x89PNG"
+    edges = report["doc_length_buckets"]["edges"]
+    assert report["doc_length_buckets"]["unit"] == "words" and edges[0] <= edges[1]
+    per_query = pd.read_parquet(home / "reports" / "per_query.parquet")
+    assert per_query[["style", "doc_length_bucket"]].notna().all().all()
+    assert set(per_query.loc[per_query["query_set"].str.startswith("human/"), "style"]) == {"human"}
+    md = (home / "reports" / "evaluation.md").read_text()
+    assert "| dense_finetuned | dense_base |" in md and "by query style and by document length" in md
+    [materialization] = [m for m in result.get_asset_materialization_events()
+                         if m.asset_key.to_user_string() == "evaluation_report"]
+    metadata = materialization.materialization.metadata
+    assert {f"plot/{n}" for n in report["query_sets"]} <= set(metadata)
+    assert "data:image/png;base64," in metadata["plot/synthetic/test"].value
+    assert "dense_finetuned" in metadata["comparisons"].value
+
+
 def _human_name(sets) -> str:
     names = [n.removeprefix("human/") for n in sets if n.startswith("human/")]
     assert len(names) == 1 and names[0].startswith("tiny_beir") and names[0].endswith("/test")
@@ -105,6 +143,8 @@ def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):
     distilled = result.output_for_node("distilled_biencoder")
     assert client.get_run(distilled["mlflow_run_id"]).data.params["loss"] == "MarginMSELoss"
     assert any(k.startswith("synthetic.test.dense_finetuned") for k in run.data.metrics)
+    assert "synthetic.test.dense_finetuned.delta_ndcg_at_10" in run.data.metrics
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} >= {"plots/synthetic_test.png"}
     assert "loss" in run.data.metrics or any("loss" in k for k in run.data.metrics)
     versions = client.search_model_versions("name='flywheel-biencoder'")
     assert [v.run_id for v in versions] == [model["mlflow_run_id"]]

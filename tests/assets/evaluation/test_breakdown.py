@@ -51,3 +51,15 @@ def test_breakdown_averages_each_retriever_per_group_with_counts():
     table = breakdown_markdown("synthetic/test", bd)
     assert "| retriever | keywords (n=1) | question (n=2) | short (n=2) | long (n=1) |" in table
     assert "| bm25 | 0.000 | 0.750 | 0.250 | 1.000 |" in table
+
+
+def test_the_report_section_states_the_bucket_rule_before_the_tables():
+    from assets.evaluation.breakdown import breakdowns_markdown
+
+    pq = pd.DataFrame({"retriever": ["bm25"], "qid": ["a"], "ndcg@10": [1.0], "style": ["human"],
+                       "doc_length_bucket": ["medium"]})
+    report = {"doc_length_buckets": {"rule": "short <= 40 < medium <= 90 < long"},
+              "query_sets": {"human/x": {"breakdown": breakdown(pq)}}}
+    text = breakdowns_markdown(report)
+    assert text.index("short <= 40 < medium <= 90 < long") < text.index("### human/x")
+    assert "| bm25 | 1.000 | 1.000 |" in text
