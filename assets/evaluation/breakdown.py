@@ -96,5 +96,5 @@ def breakdown_markdown(set_name: str, bd: dict) -> str:
 def breakdowns_markdown(report: dict) -> str:
     """Every query set's breakdown table, after the rule that cut the length buckets."""
     tables = [breakdown_markdown(name, qs["breakdown"]) for name, qs in report["query_sets"].items()]
-    return "\n\n".join([f"Document length buckets (words, the corpus's tertiles): {report['doc_length_buckets']['rule']}",
-                          *tables])
+    rule = report["doc_length_buckets"]["rule"]
+    return "\n\n".join([f"Document length buckets (words, the corpus's tertiles): {rule}", *tables])

@@ -61,7 +61,8 @@ def comparison_metrics(metrics: dict) -> dict[str, float]:
     if DELTA not in metrics:
         return {}
     lo, hi = metrics["ci95"]
-    return {DELTA: metrics[DELTA], f"{DELTA}_ci95_lo": lo, f"{DELTA}_ci95_hi": hi, f"{DELTA}_p_value": metrics["p_value"]}
+    return {DELTA: metrics[DELTA], f"{DELTA}_ci95_lo": lo, f"{DELTA}_ci95_hi": hi,
+            f"{DELTA}_p_value": metrics["p_value"]}
 
 
 ALPHA = 0.05

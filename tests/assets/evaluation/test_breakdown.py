@@ -9,7 +9,8 @@ from assets.evaluation.scoring import QuerySet
 
 def _documents() -> pd.DataFrame:
     # 1 to 9 words: tertiles at 3.67 and 6.33 words
-    return pd.DataFrame({"doc_id": [f"d{n}" for n in range(1, 10)], "text": [" ".join(["w"] * n) for n in range(1, 10)]})
+    return pd.DataFrame({"doc_id": [f"d{n}" for n in range(1, 10)],
+                         "text": [" ".join(["w"] * n) for n in range(1, 10)]})
 
 
 def test_tertile_edges_cut_the_corpus_in_three():
