@@ -64,3 +64,30 @@ class MLflowResource(dg.ConfigurableResource):
             for item in artifacts:
                 path, folder = (item, None) if isinstance(item, str) else item
                 mlflow.log_artifact(path, artifact_path=folder)
+
+    # The model registry: the alias "champion" names the version that serves; every gate decision is a tag.
+
+    def alias_version(self, name: str, alias: str = "champion"):
+        """The model version `alias` points to, or None when no version of `name` carries it yet."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client().get_model_version_by_alias(name, alias)
+        except MlflowException:   # no such registered model, or no version with that alias
+            return None
+
+    def set_alias(self, name: str, version: str, alias: str = "champion") -> None:
+        self.client().set_registered_model_alias(name, alias, str(version))
+
+    def tag_version(self, name: str, version: str, tags: dict[str, object]) -> None:
+        client = self.client()
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(version), key, str(value))
+
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        return dict(self.client().get_model_version(name, str(version)).tags)
+
+    def download_version(self, name: str, version: str, dst: str) -> str:
+        """The version's artifacts in `dst` (for a champion trained on another machine); returns the folder."""
+        mlflow = self._setup()
+        return mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=dst)

@@ -33,11 +33,14 @@ def embed_incrementally(chunks: pd.DataFrame, stored: dict, encode) -> tuple[np.
     return np.asarray(rows, dtype="float32").reshape(len(rows), dim), len(missing)
 
 
-def _build(context, chunks: pd.DataFrame, embedder: EmbedderResource, lancedb: LanceDBResource,
-           table: str, model_path: str | None) -> dg.Output[dict]:
+def build_index(context, chunks: pd.DataFrame, embedder: EmbedderResource, lancedb: LanceDBResource,
+                table: str, model_path: str | None, reuse_from: tuple[str, ...] = ()) -> dg.Output[dict]:
+    """Sync `table` to `chunks` with `model_path`'s vectors (None: the base model), embedding only chunks that
+    neither `table` nor the `reuse_from` tables hold with the same model."""
     model = model_path or embedder.base_model_path()
     t0 = time.perf_counter()
-    stored = lancedb.stored_vectors(table, model)
+    own = lancedb.stored_vectors(table, model)
+    stored = {c: v for source in reuse_from for c, v in lancedb.stored_vectors(source, model).items()} | own
     vectors, n_new = embed_incrementally(chunks, stored, lambda texts: embedder.encode(texts, model_path))
     embed_s = time.perf_counter() - t0
     index, write = lancedb.sync_chunk_table(table, chunks, vectors, model=model)
@@ -50,7 +53,7 @@ def _build(context, chunks: pd.DataFrame, embedder: EmbedderResource, lancedb: L
         **info,
         "chunks_embedded": n_new,
         "chunks_reused": len(chunks) - n_new,
-        "chunks_removed": len(set(stored) - set(chunks["chunk_id"])),
+        "chunks_removed": len(set(own) - set(chunks["chunk_id"])),
         "rows_added": write["rows_added"],
         "rows_deleted": write["rows_deleted"],
         "write_mode": write["mode"],
@@ -64,14 +67,14 @@ def _build(context, chunks: pd.DataFrame, embedder: EmbedderResource, lancedb: L
 def baseline_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, embedder: EmbedderResource,
                    lancedb: LanceDBResource) -> dg.Output[dict]:
     """LanceDB table of every chunk with base-model vectors and a BM25 index."""
-    return _build(context, chunks, embedder, lancedb, BASELINE_TABLE, None)
+    return build_index(context, chunks, embedder, lancedb, BASELINE_TABLE, None)
 
 
 @dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags=compute_tags("gpu"))
 def finetuned_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, finetuned_biencoder: dict,
                     embedder: EmbedderResource, lancedb: LanceDBResource) -> dg.Output[dict]:
     """LanceDB table of every chunk with fine-tuned-model vectors and a BM25 index."""
-    return _build(context, chunks, embedder, lancedb, FINETUNED_TABLE, finetuned_biencoder["model_path"])
+    return build_index(context, chunks, embedder, lancedb, FINETUNED_TABLE, finetuned_biencoder["model_path"])
 
 
 @dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags=compute_tags("gpu"))
@@ -80,5 +83,5 @@ def distilled_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, dis
     """LanceDB table of every chunk with the distilled model's vectors (empty when distillation is off)."""
     if not distilled_biencoder.get("enabled"):
         return dg.Output({"enabled": False}, metadata={"skipped": "distillation is off"})
-    out = _build(context, chunks, embedder, lancedb, DISTILLED_TABLE, distilled_biencoder["model_path"])
+    out = build_index(context, chunks, embedder, lancedb, DISTILLED_TABLE, distilled_biencoder["model_path"])
     return dg.Output({**out.value, "enabled": True}, metadata=out.metadata)

@@ -28,7 +28,8 @@ def test_definitions_load_with_job_schedule_and_checks(tmp_path):
             "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_crossencoder",
             "finetuned_index", "judge_agreement", "evaluation_report"} <= keys
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert {"no_document_leakage", "triplets_stay_in_split"} <= checks
+    assert {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted"} <= checks
+    assert {"promotion_gate", "serving_index"} <= keys
 
 
 def test_default_llm_is_the_local_model_not_a_fake(tmp_path):
@@ -54,7 +55,7 @@ def test_whole_graph_materializes_and_every_check_passes(tiny_run):
     home, result = tiny_run
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert {c.check_name for c in checks} == {"no_document_leakage", "triplets_stay_in_split"}
+    assert {c.check_name for c in checks} == {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted"}
     assert all(c.passed for c in checks)
 
 
@@ -176,3 +177,15 @@ def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_o
     llm = build_definitions(tmp_path).resources["llm"]
     assert isinstance(llm, OpenAICompatibleLLMResource)
     assert isinstance(llm.api_key, dg.EnvVar) and "secret" not in repr(llm.api_key)
+
+
+def test_the_gate_decides_on_the_new_model_and_the_serving_index_uses_the_champion(tiny_run):
+    home, result = tiny_run
+    gate = result.output_for_node("promotion_gate")
+    assert gate["decision"] in {"promoted", "rejected"} and gate["candidate_version"] == "1"
+    assert [s.split("/")[0] for s in gate["gate"]["sets"]] == ["human"] and gate["guard"]["sets"] == ["synthetic/test"]
+    lo, hi = gate["gate"]["ci95"]
+    assert lo <= gate["gate"]["delta_ndcg@10"] <= hi and gate["reason"].split(":")[0] in {"promoted", "not promoted"}
+    served = result.output_for_node("serving_index")
+    expected = gate["candidate_model_path"] if gate["promote"] else None
+    assert served["champion"]["model_path"] == expected and served["n_rows"] > 0
