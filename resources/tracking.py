@@ -55,10 +55,17 @@ class MLflowResource(dg.ConfigurableResource):
         mlflow = self._setup()
         return mlflow.MlflowClient(self.tracking_uri)
 
-    def log_to_run(self, run_id: str, metrics: dict[str, float], artifacts: list[str] = ()) -> None:
-        """Add metrics and files to an existing run (the evaluation adds its report to the training run)."""
+    def log_to_run(self, run_id: str, metrics: dict[str, float], artifacts: list[str] = (),
+                   series: list[tuple[str, float, int]] = (), artifact_path: str | None = None) -> None:
+        """Add metrics and files to an existing run (the evaluation adds its report to the training run).
+
+        series: (name, value, step) points, for a metric that is a curve (the learning curve's step is the
+        number of training examples); artifact_path: a folder of the run's artifacts to put the files in."""
         mlflow = self._setup()
         with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(metrics)
+            if metrics:
+                mlflow.log_metrics(metrics)
+            for name, value, step in series:
+                mlflow.log_metric(name, value, step=step)
             for path in artifacts:
-                mlflow.log_artifact(path)
+                mlflow.log_artifact(path, artifact_path=artifact_path)
