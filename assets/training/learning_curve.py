@@ -81,7 +81,9 @@ def shipped_seed(finetuned_biencoder: dict, mlflow: MLflowResource) -> int | Non
 def last_curve(reports: Path, request: dict) -> pd.DataFrame | None:
     """The curve written by an earlier run for the same model and settings, if there is one."""
     meta, data = reports / "learning_curve.json", reports / "learning_curve.parquet"
-    if not (meta.exists() and data.exists()) or json.loads(meta.read_text()).get("request") != request:
+    if not all(p.exists() for p in (meta, data, data.with_suffix(".png"))):
+        return None
+    if json.loads(meta.read_text()).get("request") != request:
         return None
     return points_frame(pd.read_parquet(data).to_dict("records"))
 
