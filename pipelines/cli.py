@@ -221,7 +221,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--offtheshelf-first-stages", help="comma list (default hybrid_finetuned)")
     run.add_argument("--offtheshelf-query-kinds", help="comma list: synthetic,human (default both)")
     run.add_argument("--rerank-first-stages", help="comma list for the fine-tuned reranker (default: all five)")
-    run.add_argument("--curve-sizes", help="learning curve: comma list of training-example counts (default 100,250,500)")
+    run.add_argument("--curve-sizes",
+                     help="learning curve: comma list of training-example counts (default 100,250,500)")
     run.add_argument("--curve-seeds", help="learning curve: comma list of seeds, one training each (default 0,1)")
     run.add_argument("--no-learning-curve", action="store_true",
                      help="skip the learning curve (it trains len(sizes) x len(seeds) extra models)")

@@ -62,7 +62,8 @@ def points_frame(rows: list[dict]) -> pd.DataFrame:
 
 def summarize(points: pd.DataFrame) -> pd.DataFrame:
     """One row per (query_set, kind, size): n_seeds and the mean, min, max and std of each metric over seeds."""
-    cols = ["query_set", "kind", "size", "n_seeds"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "min", "max", "std")]
+    stats = [f"{m}_{s}" for m in METRICS for s in ("mean", "min", "max", "std")]
+    cols = ["query_set", "kind", "size", "n_seeds", *stats]
     if points.empty:
         return pd.DataFrame(columns=cols)
     grouped = points.groupby(["query_set", "kind", "size"], sort=False)
