@@ -43,6 +43,10 @@ def build_run_config(args: argparse.Namespace) -> dict:
                                 **({"epochs": args.epochs, "max_steps": args.max_steps,
                                     "learning_rate": args.learning_rate, "interpolation": args.interpolation}
                                    if args.distill else {})},
+        "learning_curve": {"sizes": _ints(args.curve_sizes), "seeds": _ints(args.curve_seeds),
+                           "enabled": False if args.no_learning_curve else None,
+                           "epochs": args.epochs, "learning_rate": args.learning_rate,   # the shipped model's recipe
+                           "interpolation": args.interpolation},
         "finetuned_crossencoder": {"max_steps": args.reranker_steps},
         "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
                               "offtheshelf_first_stages": _names(args.offtheshelf_first_stages),
@@ -58,6 +62,13 @@ def build_run_config(args: argparse.Namespace) -> dict:
 
 def _names(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _ints(value: str | None) -> list[int] | None:
+    try:
+        return [int(v) for v in _names(value)] if value else None
+    except ValueError:
+        raise SystemExit(f"expected a comma list of whole numbers like 100,250,500, got {value!r}") from None
 
 
 def make_llm(args: argparse.Namespace, home: Path):
@@ -210,6 +221,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--offtheshelf-first-stages", help="comma list (default hybrid_finetuned)")
     run.add_argument("--offtheshelf-query-kinds", help="comma list: synthetic,human (default both)")
     run.add_argument("--rerank-first-stages", help="comma list for the fine-tuned reranker (default: all five)")
+    run.add_argument("--curve-sizes",
+                     help="learning curve: comma list of training-example counts (default 100,300)")
+    run.add_argument("--curve-seeds", help="learning curve: comma list of seeds, one training each (default 0,1)")
+    run.add_argument("--no-learning-curve", action="store_true",
+                     help="skip the learning curve (it trains len(sizes) x len(seeds) extra models)")
     run.add_argument("--only", help="comma list of assets to materialize; the others are read from the last run "
                                     "in --home (e.g. judge_agreement,evaluation_report)")
     run.add_argument("--min-change-to-retrain", type=float,

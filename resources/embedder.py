@@ -45,6 +45,10 @@ class EmbedderResource(dg.ConfigurableResource):
             self._cache[key] = model
         return self._cache[key]
 
+    def unload(self, path: str) -> None:
+        """Forget a loaded model (the learning curve scores several short-lived models, once each)."""
+        self._cache.pop(path, None)
+
     def encode(self, texts: list[str], path: str | None = None, *, show_progress: bool = False):
         """L2-normalised float32 embeddings, shape (len(texts), dim)."""
         import numpy as np

@@ -55,14 +55,21 @@ class MLflowResource(dg.ConfigurableResource):
         mlflow = self._setup()
         return mlflow.MlflowClient(self.tracking_uri)
 
-    def log_to_run(self, run_id: str, metrics: dict[str, float], artifacts: list[str | tuple[str, str]] = ()) -> None:
+    def log_to_run(self, run_id: str, metrics: dict[str, float], artifacts: list[str | tuple[str, str]] = (),
+                   series: list[tuple[str, float, int]] = (), artifact_path: str | None = None) -> None:
         """Add metrics and files to an existing run (the evaluation adds its report to the training run).
-        An artifact is a path (kept at the run's root) or (path, folder) (kept in that artifact folder)."""
+
+        artifacts: paths, kept in `artifact_path` (default: the run's root), or (path, folder) pairs;
+        series: (name, value, step) points, for a metric that is a curve (the learning curve's step is the
+        number of training examples)."""
         mlflow = self._setup()
         with mlflow.start_run(run_id=run_id):
-            mlflow.log_metrics(metrics)
+            if metrics:
+                mlflow.log_metrics(metrics)
+            for name, value, step in series:
+                mlflow.log_metric(name, value, step=step)
             for item in artifacts:
-                path, folder = (item, None) if isinstance(item, str) else item
+                path, folder = (item, artifact_path) if isinstance(item, str) else item
                 mlflow.log_artifact(path, artifact_path=folder)
 
     # The model registry: the alias "champion" names the version that serves; every gate decision is a tag.

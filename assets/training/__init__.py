@@ -87,7 +87,7 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
     key = "validation_cosine_ndcg@10"
     value = {"model_path": result.model_path, "mlflow_run_id": run.info.run_id, "mlflow_run_url": url,
              "registered_model": registered_name if config.register_model else None, "model_version": version,
-             "base_model": embedder.base_model_path(), "steps": result.steps, "loss": loss,
+             "base_model": embedder.base_model_path(), "steps": result.steps, "loss": loss, "seed": settings.seed,
              "validation_ndcg@10_base": result.validation_base.get(key),
              "validation_ndcg@10_finetuned": result.validation_final.get(key)}
     return dg.Output(value, metadata={
@@ -136,3 +136,4 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
 
 from assets.training.reranker import finetuned_crossencoder  # noqa: E402,F401  (the reranker: its own module)
 from assets.training.distilled import distilled_biencoder  # noqa: E402,F401  (the distillation option)
+from assets.training.learning_curve import learning_curve  # noqa: E402,F401  (training on growing subsets)

@@ -71,3 +71,16 @@ def test_rerank_and_distill_knobs_and_only_keeps_config_of_selected_assets():
                                                  "--only", "evaluation_report"]))["ops"]
     assert set(only) == {"evaluation_report"}      # config of unselected assets would be rejected by Dagster
     assert "distilled_biencoder" not in build_run_config(parser().parse_args(["run"]))["ops"]
+
+
+def test_learning_curve_knobs_reach_its_config_with_the_shipped_recipe():
+    import pytest
+
+    args = parser().parse_args(["run", "--curve-sizes", "100, 250,1000", "--curve-seeds", "0,1,2",
+                                "--learning-rate", "2e-5"])
+    assert build_run_config(args)["ops"]["learning_curve"]["config"] == {
+        "sizes": [100, 250, 1000], "seeds": [0, 1, 2], "learning_rate": 2e-5}
+    off = build_run_config(parser().parse_args(["run", "--no-learning-curve"]))["ops"]["learning_curve"]["config"]
+    assert off == {"enabled": False}
+    with pytest.raises(SystemExit, match="comma list of whole numbers"):
+        build_run_config(parser().parse_args(["run", "--curve-sizes", "100,all"]))

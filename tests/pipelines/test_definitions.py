@@ -14,6 +14,7 @@ TINY_RUN_CONFIG = {
         "finetuned_biencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1}},
         "distilled_biencoder": {"config": {"enabled": True, "max_steps": 2, "batch_size": 8, "evals_per_run": 1}},
         "finetuned_crossencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1, "max_length": 64}},
+        "learning_curve": {"config": {"sizes": [4, 8], "seeds": [0, 1], "batch_size": 8}},   # 4 models, 1 step each
     }
 }
 
@@ -26,7 +27,7 @@ def test_definitions_load_with_job_schedule_and_checks(tmp_path):
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"documents", "human_queries", "chunks", "baseline_index", "synthetic_queries", "relevance_labels",
             "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_crossencoder",
-            "finetuned_index", "judge_agreement", "evaluation_report"} <= keys
+            "finetuned_index", "judge_agreement", "evaluation_report", "learning_curve"} <= keys
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted"} <= checks
     assert {"promotion_gate", "serving_index"} <= keys
@@ -149,6 +150,27 @@ def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):
     assert "loss" in run.data.metrics or any("loss" in k for k in run.data.metrics)
     versions = client.search_model_versions("name='flywheel-biencoder'")
     assert [v.run_id for v in versions] == [model["mlflow_run_id"]]
+
+
+def test_learning_curve_has_every_size_and_seed_and_is_in_the_training_run(tiny_run):
+    import mlflow
+    import pandas as pd
+
+    home, result = tiny_run
+    reports = home / "reports"
+    points = pd.read_parquet(reports / "learning_curve.parquet")
+    assert points.equals(result.output_for_node("learning_curve").astype(points.dtypes.to_dict()))
+    assert (reports / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+    sets = set(points["query_set"])
+    assert "synthetic/validation" in sets and any(s.startswith("human/") for s in sets)
+    for _, rows in points.groupby("query_set"):
+        subsets = rows[rows["kind"] == "subset"]
+        assert sorted(zip(subsets["size"], subsets["seed"])) == [(4, 0), (4, 1), (8, 0), (8, 1)]
+        assert (rows["kind"] == "baseline").sum() == 1 and (rows["kind"] == "full").sum() == 1
+    run_id = result.output_for_node("finetuned_biencoder")["mlflow_run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    assert {"learning_curve.png", "learning_curve.parquet"} <= {a.path for a in client.list_artifacts(run_id)}
+    assert "learning_curve.synthetic.validation.ndcg_at_10" in client.get_run(run_id).data.metrics
 
 
 def test_reranker_is_tracked_registered_and_served_from_the_registry(tiny_run):
