@@ -68,6 +68,10 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig, workspace: W
             "n_sets": len(query_sets),
             "sets": dg.MetadataValue.json({s.name: {"queries": len(s.queries), "qrels": sum(map(len, s.qrels.values()))}
                                            for s in query_sets}),
+            "preview": preview(pd.DataFrame(
+                [{"set": s.name, "query_id": q, "text": s.queries.get(q, ""),
+                  "relevant_docs": sum(g > 0 for g in rel.values())} for s in query_sets for q, rel in s.qrels.items()],
+                columns=["set", "query_id", "text", "relevant_docs"])),
         },
     )
 
