@@ -13,7 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.training.biencoder import TrainSettings, train_biencoder
-from assets.training.retrain import decide_retrain, load_record, save_record, settings_fingerprint
+from assets.training.retrain import retrain_or_reuse
 from resources.compute import compute_tags
 from resources.device import plan_for
 from resources.embedder import EmbedderResource
@@ -111,27 +111,13 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
                         config: TrainConfig) -> dg.Output[dict]:
     """The bi-encoder fine-tuned on the triplets, saved locally and registered in MLflow; skipped (the last
     model kept) when too little changed since it was trained."""
-    record_path = workspace.models_dir / "biencoder" / "last_trained.json"
-    fingerprint = settings_fingerprint({**config.model_dump(exclude={"min_change_to_retrain", "register_model"}),
-                                        "base_model": embedder.base_model_path()})
     train_queries = training_triplets.loc[training_triplets["split"] == "train", "query_id"].astype(str)
-    record = load_record(record_path)
-    decision = decide_retrain(record, chunks["chunk_id"].astype(str), train_queries, fingerprint,
-                              config.min_change_to_retrain)
-    context.log.info(f"finetuned_biencoder: {decision.reason}")
-    if not decision.retrain:
-        value = {**record["value"], "retrained": False, "retrain_reason": decision.reason}
-        return dg.Output(value, metadata={"retrained": False, "retrain_reason": decision.reason,
-                                          "changed_fraction": round(decision.changed_fraction, 4),
-                                          "mlflow_run": dg.MetadataValue.url(value.get("mlflow_run_url") or ""),
-                                          "mlflow_run_id": str(value.get("mlflow_run_id")),
-                                          "model_path": value["model_path"]})
-    out = train_and_register(context, training_triplets, chunks, embedder, mlflow, workspace, config, "mnrl",
-                             REGISTERED_BIENCODER)
-    value = {**out.value, "retrained": True, "retrain_reason": decision.reason}
-    save_record(record_path, value, chunks["chunk_id"].astype(str), train_queries, fingerprint)
-    return dg.Output(value, metadata={"retrained": True, "retrain_reason": decision.reason,
-                                      "changed_fraction": round(decision.changed_fraction, 4), **out.metadata})
+    return retrain_or_reuse(
+        context, workspace.models_dir / "biencoder" / "last_trained.json",
+        {**config.model_dump(exclude={"min_change_to_retrain", "register_model"}), "base_model": embedder.base_model_path()},
+        list(chunks["chunk_id"].astype(str)), list(train_queries), config.min_change_to_retrain,
+        lambda: train_and_register(context, training_triplets, chunks, embedder, mlflow, workspace, config, "mnrl",
+                                   REGISTERED_BIENCODER))
 
 
 from assets.training.reranker import finetuned_crossencoder  # noqa: E402,F401  (the reranker: its own module)

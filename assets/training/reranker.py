@@ -14,6 +14,7 @@ import pandas as pd
 from assets.common import preview
 from assets.splits import SplitConfig, document_split
 from assets.training.crossencoder import RerankerSettings, load_reranker, reranker_pairs, train_crossencoder
+from assets.training.retrain import retrain_or_reuse
 from resources.device import plan_for
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
@@ -34,6 +35,8 @@ class RerankerConfig(dg.Config):
     seed: int = 42
     relevant_grade: int = 2         # validation: a pair with grade >= this (target >= 2/3) is a positive
     register_model: bool = True     # register in the MLflow registry as REGISTERED_CROSSENCODER
+    min_change_to_retrain: float = 0.05  # as the bi-encoder's (assets/training/retrain.py): a nightly run on an
+    #   unchanged corpus reuses the last reranker instead of paying ~10 min of CPU training for the same model
 
 
 def log_reranker_model(mlflow_api, model_path: str, register: bool):
@@ -52,15 +55,27 @@ def finetuned_crossencoder(context: dg.AssetExecutionContext, query_splits: pd.D
                            relevance_labels: pd.DataFrame, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
                            embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
                            config: RerankerConfig) -> dg.Output[dict]:
-    """A cross-encoder reranker fine-tuned on LLM-graded pairs and mined hard negatives, registered in MLflow."""
-    import mlflow as mlflow_api
-
-    device = embedder.resolved_device()
-    plan = plan_for(device)
+    """A cross-encoder reranker fine-tuned on LLM-graded pairs and mined hard negatives, registered in MLflow;
+    skipped (the last one kept) when too little changed since it was trained."""
     base = config.base_model or embedder.base_model_path()
     split_config = SplitConfig(**query_splits.attrs.get("split_config", {}))
     pairs = reranker_pairs(query_splits, relevance_labels, training_triplets, chunks,
                            lambda doc: document_split(doc, split_config), config.relevant_grade)
+    train_queries = sorted(set(pairs.loc[pairs["split"] == "train", "query_id"].astype(str)))
+    return retrain_or_reuse(
+        context, workspace.models_dir / "crossencoder" / "last_trained.json",
+        {**config.model_dump(exclude={"min_change_to_retrain", "register_model"}), "base_model": base},
+        list(chunks["chunk_id"].astype(str)), train_queries, config.min_change_to_retrain,
+        lambda: train_reranker(context, pairs, chunks, base, embedder, mlflow, workspace, config))
+
+
+def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str, embedder: EmbedderResource,
+                   mlflow: MLflowResource, workspace: WorkspaceResource, config: RerankerConfig) -> dg.Output[dict]:
+    """Train the reranker on `pairs`, track it in MLflow, register it; the asset's output when it retrains."""
+    import mlflow as mlflow_api
+
+    device = embedder.resolved_device()
+    plan = plan_for(device)
     settings = RerankerSettings(epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
                                 batch_size=config.batch_size * plan.batch_scale, evals_per_run=config.evals_per_run,
                                 max_length=config.max_length, seed=config.seed, precision=plan.precision)

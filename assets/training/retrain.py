@@ -14,6 +14,9 @@ query ids it saw). The next run compares against it:
 - otherwise                                                 -> train
 
 `min_change_to_retrain = 0` trains on every run (the behaviour before this rule existed).
+
+The rule is the pure `decide_retrain`; `retrain_or_reuse` wires it into a training asset (the bi-encoder and
+the cross-encoder reranker both use it).
 """
 from __future__ import annotations
 
@@ -79,3 +82,26 @@ def save_record(path: Path, value: dict, chunk_ids: Iterable[str], query_ids: It
     tmp.write_text(json.dumps({"value": value, "fingerprint": fingerprint, "trained_at": time.time(),
                                "chunk_ids": sorted(set(chunk_ids)), "query_ids": sorted(set(query_ids))}))
     tmp.replace(path)
+
+
+def retrain_or_reuse(context, record_path: Path, settings: dict, chunk_ids: list[str], query_ids: list[str],
+                     threshold: float, train):
+    """`train()` (a dg.Output whose value has `model_path`) when enough changed since the recorded training, else
+    the recorded output; either way the output and its metadata say which, and why."""
+    import dagster as dg
+
+    fingerprint = settings_fingerprint(settings)
+    record = load_record(record_path)
+    decision = decide_retrain(record, chunk_ids, query_ids, fingerprint, threshold)
+    context.log.info(f"{context.asset_key.to_user_string()}: {decision.reason}")
+    said = {"retrained": decision.retrain, "retrain_reason": decision.reason,
+            "changed_fraction": round(decision.changed_fraction, 4)}
+    if not decision.retrain:
+        value = {**record["value"], "retrained": False, "retrain_reason": decision.reason}
+        return dg.Output(value, metadata={**said, "mlflow_run": dg.MetadataValue.url(value.get("mlflow_run_url") or ""),
+                                          "mlflow_run_id": str(value.get("mlflow_run_id")),
+                                          "model_path": value["model_path"]})
+    out = train()
+    value = {**out.value, "retrained": True, "retrain_reason": decision.reason}
+    save_record(record_path, value, chunk_ids, query_ids, fingerprint)
+    return dg.Output(value, metadata={**said, **out.metadata})

@@ -19,6 +19,7 @@ CONFIG = {"ops": {
     "relevance_labels": {"config": {"max_queries": 0, "candidates_per_query": 2}},
     "finetuned_biencoder": {"config": {"max_steps": 1, "batch_size": 8, "evals_per_run": 1,
                                        "min_change_to_retrain": 0.1}},
+    "finetuned_crossencoder": {"config": {"max_steps": 2, "batch_size": 8, "min_change_to_retrain": 0.1}},
 }}
 NEW_DOC = "Ablation of a heat shield in hypersonic reentry: charring, pyrolysis gas and recession of the surface."
 
@@ -112,13 +113,17 @@ def test_third_run_pays_only_for_the_change(three_runs):
             for e in result.get_asset_materialization_events()}
     assert meta["run_stats"]["llm_calls"].value == third["llm_calls"]
     assert meta["run_stats"]["chunks_embedded"].value == 2
+    reranker = result.output_for_node("finetuned_crossencoder")
+    assert reranker["retrained"] is False and reranker["retrain_reason"].startswith("skipped: only")
+    assert meta["finetuned_crossencoder"]["retrained"].value is False
 
 
-@pytest.mark.parametrize("table", ["chunks_base", "chunks_finetuned"])
+@pytest.mark.parametrize("table", ["chunks_base", "chunks_finetuned", "chunks_serving"])
 def test_the_new_document_is_found_and_the_deleted_one_is_gone_in_every_index(three_runs, table, tiny_model_path):
     home, _, result = three_runs
     index = LanceDBResource(uri=str(home / "lancedb")).open(table)
-    model = result.output_for_node("finetuned_biencoder")["model_path"] if table == "chunks_finetuned" else None
+    model = {"chunks_base": None, "chunks_finetuned": result.output_for_node("finetuned_biencoder")["model_path"],
+             "chunks_serving": result.output_for_node("serving_index")["champion"]["model_path"]}[table]
     embedder = EmbedderResource(model=tiny_model_path)
     vec = embedder.encode([NEW_DOC], model)[0]
     doc_of = dict(zip(*[index.table.to_arrow().column(c).to_pylist() for c in ("chunk_id", "doc_id")]))
