@@ -42,6 +42,7 @@ CONFIG = {"ops": {
     "finetuned_biencoder": {"config": {"max_steps": 2, "batch_size": 8, "evals_per_run": 1,
                                        "min_change_to_retrain": 0}},   # the second run trains again: two runs to compare
     "finetuned_crossencoder": {"config": {"max_steps": 2, "batch_size": 8, "evals_per_run": 1, "max_length": 64}},
+    "learning_curve": {"config": {"sizes": [4], "seeds": [0], "batch_size": 8}},   # one small model
 }}
 
 
@@ -200,8 +201,8 @@ def drawn(name: str, text: str) -> bool:
 
 
 def test_dagster_asset_graph_draws_every_asset(browser, servers):
-    """The global asset lineage with every group expanded (⌥E, as a user would), in a viewport tall enough
-    that Dagster's fit-to-width shows the whole graph."""
+    """The global asset lineage with every group expanded (⌥E, as a user would), in a viewport as tall as the
+    whole graph is when Dagster fits it to the width."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -211,12 +212,22 @@ def test_dagster_asset_graph_draws_every_asset(browser, servers):
     with urllib.request.urlopen(req, timeout=30) as resp:
         assets = sorted(n["assetKey"]["path"][-1] for n in json.loads(resp.read())["data"]["assetNodes"])
     assert {"evaluation_report", "finetuned_biencoder", "synthetic_queries"} <= set(assets)
-    set_viewport(browser, VIEWPORT[0], 2260)
     try:
         show(browser, f"{servers['dagster']}/asset-groups", "Global asset lineage", "evaluation", "training")
-        click(browser, "//*[normalize-space()='Hide navigation']")                 # the graph gets the width
-        click(browser, "//button[.//*[@aria-label='panel_show_right']]")           # and the asset tree's too
+        click(browser, "//*[normalize-space()='Hide navigation']")          # the graph gets the navigation's width
+        click(browser, "//button[.//*[@aria-label='panel_show_right']]")   # and the asset tree's
         ActionChains(browser).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()   # expand all groups
+        wait_for(browser, "an asset of an expanded group", lambda d: any(drawn(a, body_text(d)) for a in assets))
+        set_viewport(browser, VIEWPORT[0], wait_for(browser, "the graph's height", steady(graph_fit_height)))
+        # a double click on the background fits the graph to the new viewport, as it does for a user
+        browser.execute_script("document.querySelector('[data-svg-viewport]')"
+                               ".dispatchEvent(new MouseEvent('dblclick', {bubbles: true}))")
+        wait_for(browser, "the whole graph in view, as wide as the viewport", lambda d: d.execute_script("""
+            const box = document.querySelector('[data-svg-viewport]').getBoundingClientRect();
+            const graph = [...document.querySelectorAll('[data-svg-viewport] svg')]
+                .sort((a, b) => b.getAttribute('width') - a.getAttribute('width'))[0].getBoundingClientRect();
+            return graph.width > 0.9 * box.width && graph.left >= box.left - 1 && graph.right <= box.right + 1
+                && graph.top >= box.top - 1 && graph.bottom <= box.bottom + 1;"""))
         wait_for(browser, f"every asset of {assets}", lambda d: all(drawn(a, body_text(d)) for a in assets))
         assert "evaluation_report" in body_text(browser).splitlines()
         # each node turns green once the UI has loaded its latest materialization (grey until then)
@@ -225,6 +236,28 @@ def test_dagster_asset_graph_draws_every_asset(browser, servers):
         screenshot(browser, "1_dagster_asset_graph")
     finally:
         set_viewport(browser, *VIEWPORT)
+
+
+def steady(measure):
+    """A wait condition: measure(driver), once two polls in a row agree (a layout may still be changing)."""
+    seen = []
+
+    def condition(driver):
+        seen.append(measure(driver))
+        return seen[-1] if seen[-1] is not None and seen[-2:] == [seen[-1]] * 2 else None
+    return condition
+
+
+def graph_fit_height(driver) -> int | None:
+    """The window height at which the whole graph shows when Dagster fits its width (at most 1:1)."""
+    return driver.execute_script("""
+        const viewport = document.querySelector('[data-svg-viewport]');
+        const svgs = [...(viewport ? viewport.querySelectorAll('svg') : [])];
+        const graph = svgs.sort((a, b) => b.getAttribute('width') - a.getAttribute('width'))[0];
+        if (!graph || !(+graph.getAttribute('height') > 0)) return null;
+        const box = viewport.getBoundingClientRect();
+        const scale = Math.min(1, box.width / +graph.getAttribute('width'));
+        return Math.ceil(window.innerHeight - box.height + scale * +graph.getAttribute('height') + 80);""")
 
 
 def test_dagster_evaluation_asset_shows_its_latest_report(browser, servers, training_runs):
