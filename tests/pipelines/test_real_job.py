@@ -26,7 +26,21 @@ def test_flywheel_run_with_the_real_bundled_models(tmp_path, monkeypatch, capsys
     report = json.loads((home / "reports" / "evaluation.json").read_text())
     synthetic = report["query_sets"]["synthetic/test"]
     assert synthetic["kind"] == "synthetic" and synthetic["n_queries"] > 0
-    assert set(synthetic["retrievers"]) == {"bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"}
+    first = {"bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"}
+    assert set(synthetic["retrievers"]) == first | {f"{s}+rerank_finetuned" for s in first} | {
+        "hybrid_finetuned+rerank_offtheshelf"}
+    assert "p_value" in synthetic["retrievers"]["dense_finetuned"]
+    # the learning curve's data and plot come out of `flywheel run`, and are in the training run in MLflow
+    assert (home / "reports" / "learning_curve.png").stat().st_size > 0
+    assert (home / "reports" / "learning_curve.parquet").exists()
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    artifacts = {a.path for a in client.list_artifacts(report["model"]["mlflow_run_id"])}
+    assert "learning_curve.png" in artifacts, artifacts
+    # the first trained version was put to the gate against the base model, and the decision recorded
+    tags = client.get_model_version("flywheel-biencoder", "1").tags
+    assert tags["flywheel.gate"] in {"promoted", "rejected"} and "ndcg@10" in tags["flywheel.gate_reason"]
     # real queries written by the real model find their source chunk far above chance (1 / #chunks)
     assert synthetic["retrievers"]["dense_base"]["recall@10"] > 0.3
     assert "| synthetic/test |" in out
