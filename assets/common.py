@@ -37,6 +37,19 @@ def image(path, alt: str = "plot") -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
 
 
+def save_figure(fig, path, dpi: int = 100):
+    """Write a matplotlib figure as PNG (folders made as needed), close it, and return the path."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def stable_hash(items: Iterable[str], n: int = 16) -> str:
     h = hashlib.sha256()
     for item in items:

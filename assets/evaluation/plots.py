@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from assets.common import save_figure
 from assets.evaluation.comparisons import DELTA, METRIC, RERANK_MARK, verdict
 
 COLOURS = {"baseline": "#9e9e9e", "trained": "#1f77b4", "reranked": "#2ca02c"}
@@ -57,11 +58,7 @@ def before_after_chart(set_name: str, query_set: dict, path: str | Path) -> Path
     right.margins(x=0.35)
     fig.suptitle(f"{set_name} ({query_set['kind']}, {query_set['n_queries']} queries)", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def report_charts(report: dict, folder: str | Path) -> dict[str, Path]:

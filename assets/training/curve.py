@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assets.common import stable_fraction
+from assets.common import save_figure, stable_fraction
 from assets.evaluation.scoring import QuerySet, dense_per_query
 
 METRICS = ["ndcg@10", "recall@10"]
@@ -146,8 +146,4 @@ def plot_curve(points: pd.DataFrame, path: Path, title: str = "Learning curve") 
     axes[0][-1].legend(fontsize=7, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
