@@ -259,4 +259,6 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                                        "breakdown": dg.MetadataValue.md(breakdowns_markdown(report)),
                                        "report_path": str(reports / "evaluation.json"),
                                        "n_query_sets": len(sets), **flat, **plots,
+                                       "llm_calls": sum(getattr(r, "calls", 0) for _, r, _ in rerankers),   # UPR
+                                       "llm_cache_hits": sum(getattr(r, "cache_hits", 0) for _, r, _ in rerankers),
                                        "mlflow_run": dg.MetadataValue.url(finetuned_biencoder.get("mlflow_run_url") or "")})

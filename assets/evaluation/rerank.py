@@ -44,6 +44,8 @@ class LLMReranker:
     llm: object
     name: str = "upr"
     failures: int = 0
+    calls: int = 0          # LLM calls paid for (run_stats sums them with every other stage's)
+    cache_hits: int = 0
 
     def score(self, query, passages):
         from resources.llm import JudgeRequest
@@ -51,6 +53,8 @@ class LLMReranker:
         requests = [JudgeRequest(query=query, chunk_id=cid, passage=text) for cid, text in passages]
         judgments, stats = self.llm.judge(requests)
         self.failures += stats.failures + stats.parse_failures
+        self.calls += stats.calls
+        self.cache_hits += stats.cache_hits
         by_chunk = {j.chunk_id: j.score for j in judgments}
         return [by_chunk.get(cid) for cid, _ in passages], stats.cache_hits == 0
 

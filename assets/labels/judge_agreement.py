@@ -87,6 +87,8 @@ def judge_agreement(context: dg.AssetExecutionContext, human_queries: list, chun
         "agreement": dg.MetadataValue.md(table),
         "judge": llm.model_id(),
         "query_sets": len(result),
+        "llm_calls": sum(r["llm_calls"] for r in result.values()),          # counted in run_stats.json
+        "llm_cache_hits": sum(r["llm_cache_hits"] for r in result.values()),
         **{f"{name}/roc_auc": dg.MetadataValue.float(r["roc_auc"] if r["roc_auc"] is not None else float("nan"))
            for name, r in result.items()},
         **{f"{name}/kappa": dg.MetadataValue.float(r["kappa"] if r["kappa"] is not None else float("nan"))

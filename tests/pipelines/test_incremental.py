@@ -92,6 +92,8 @@ def test_first_run_pays_for_everything_and_says_so(three_runs):
     assert first["chunks_new"] == first["chunks_total"] == 36 and first["chunks_removed"] == 0
     assert first["chunks_embedded"] == 2 * first["chunks_total"]           # base and fine-tuned tables
     assert first["retrained"] is True
+    assert {"synthetic_queries", "relevance_labels", "evaluation_report"} <= {   # evaluation_report: UPR reranking
+        a for a, n in first["llm_calls_by_asset"].items() if n > 0}           # (no human sets here: no judge_agreement)
     assert {"corpus", "chunks", "synthetic_queries", "baseline_index", "finetuned_biencoder"} <= set(first["seconds_by_asset"])
 
 
