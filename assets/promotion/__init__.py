@@ -21,7 +21,7 @@ import pandas as pd
 
 from assets.common import markdown_table
 from assets.evaluation.scoring import build_query_sets, dense_per_query
-from assets.indices import BASELINE_TABLE, FINETUNED_TABLE, build_index
+from assets.indices import BASELINE_TABLE, FINETUNED_TABLE, build_index, embed_incrementally
 from assets.promotion.gate import GateSettings, decide
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
@@ -104,8 +104,10 @@ def promotion_gate(context: dg.AssetExecutionContext, chunks: pd.DataFrame, quer
             key = model_path or base
             if key in tables:
                 ids, vectors = lancedb.open(tables[key]).vectors()
-            else:
-                ids, vectors = list(chunks["chunk_id"]), embedder.encode(list(chunks["text"]), model_path)
+            else:   # an older champion: the serving table holds its vectors; embed only what it lacks
+                ids = list(chunks["chunk_id"])
+                vectors, _ = embed_incrementally(chunks, lancedb.stored_vectors(SERVING_TABLE, key),
+                                                 lambda texts: embedder.encode(texts, model_path))
             encode = lambda texts: embedder.encode(texts, model_path)  # noqa: E731
             return score_sets(gate, encode, ids, vectors), score_sets(guard, encode, ids, vectors)
 
