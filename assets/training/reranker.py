@@ -13,7 +13,8 @@ import pandas as pd
 
 from assets.common import preview
 from assets.splits import SplitConfig, document_split
-from assets.training.crossencoder import RerankerSettings, load_reranker, reranker_pairs, train_crossencoder
+from assets.training.crossencoder import (RerankerSettings, is_biencoder_folder, load_reranker, reranker_pairs,
+                                         train_crossencoder)
 from assets.training.retrain import retrain_or_reuse
 from resources.device import plan_for
 from resources.compute import compute_tags
@@ -28,7 +29,8 @@ class RerankerConfig(dg.Config):
     base_model: str = ""            # "" = the base bi-encoder's body + a fresh head; or a hub cross-encoder / folder
     epochs: float = 1.0
     max_steps: int = 0              # > 0 overrides epochs
-    learning_rate: float = 5e-5     # the head starts from random weights: higher than the bi-encoder's 1e-5
+    learning_rate: float = 5e-5     # the body learns a new task: higher than the bi-encoder's 1e-5
+    head_learning_rate: float = 1e-3  # the fresh scoring head added to a bi-encoder's body (not a trained reranker's)
     batch_size: int = 32
     max_length: int = 256
     evals_per_run: int = 4
@@ -77,6 +79,7 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
     device = embedder.resolved_device()
     plan = plan_for(device)
     settings = RerankerSettings(epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
+                                head_learning_rate=config.head_learning_rate if is_biencoder_folder(base) else 0.0,
                                 batch_size=config.batch_size * plan.batch_scale, evals_per_run=config.evals_per_run,
                                 max_length=config.max_length, seed=config.seed, precision=plan.precision)
     model = load_reranker(base, device, config.max_length)
@@ -100,6 +103,7 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
         version = log_reranker_model(mlflow_api, result.model_path, config.register_model)
         url = mlflow.run_url(run)
     key = "validation_ndcg@10"
+    losses = [h["loss"] for h in result.history if "loss" in h]   # ln 2 = 0.693 throughout: the head learned nothing
     value = {"model_path": result.model_path, "mlflow_run_id": run.info.run_id, "mlflow_run_url": url,
              "registered_model": REGISTERED_CROSSENCODER if config.register_model else None,
              "model_version": version, "base_model": base, "max_length": config.max_length, "steps": result.steps,
@@ -112,6 +116,7 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
         "n_validation_pairs": int((pairs["split"] == "validation").sum()),
         "pairs_by_origin": dg.MetadataValue.json({o: int(n) for o, n in pairs["origin"].value_counts().items()}),
         "steps": result.steps,
+        **{f"train_loss_{at}": float(losses[i]) for at, i in (("first", 0), ("last", -1)) if losses},
         "train_seconds": round(seconds, 1),
         "device": device,
         "precision": plan.precision,

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from assets.training.crossencoder import (RerankerSettings, load_reranker, reranker_pairs, train_crossencoder,
-                                          validation_samples)
+from assets.training.crossencoder import (RerankerSettings, head_rate, is_biencoder_folder, load_reranker,
+                                          reranker_pairs, train_crossencoder, validation_samples)
 
 
 def _fixture(n=24):
@@ -82,6 +82,24 @@ def test_reranker_trains_validates_and_reloads_with_the_same_scores(tmp_path, ti
     probe = [("what is topic 3", "topic 3 is described here"), ("what is topic 3", "cooking")]
     assert np.allclose(reloaded.predict(probe), model.predict(probe), atol=1e-5)
     assert not (tmp_path / "checkpoints").exists()
+    assert is_biencoder_folder(tiny_model_path) and not is_biencoder_folder(result.model_path)
+
+
+def test_a_bi_encoder_body_gets_a_mean_pooled_head_trained_at_its_own_rate(tiny_model_path):
+    """From a bi-encoder folder: body -> mean pooling -> one-logit Dense; the head alone matches the fast rate."""
+    import re
+
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    model = load_reranker(tiny_model_path, "cpu", max_length=32)
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Dense"]
+    [(pattern, rate)] = head_rate(model, 1e-3).items()
+    names = [n for n, _ in BinaryCrossEntropyLoss(model).named_parameters()]   # as the trainer matches them
+    head = [n for n in names if re.search(pattern, n)]
+    assert rate == 1e-3 and len(head) == 2 and all(".2.linear." in n for n in head)
+    assert head_rate(model, 0.0) is None
+    scores = model.predict([("a query", "a passage"), ("a query", "another passage entirely")])
+    assert scores.shape == (2,)
 
 
 def test_one_kind_of_target_is_a_clear_error(tmp_path, tiny_model_path):
