@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from assets.evaluation.comparisons import reranker_verdict_markdown  # noqa: E402
 from pipelines.cli import parser, run_flywheel  # noqa: E402
 
 def main(argv: list[str]) -> int:
@@ -28,7 +29,7 @@ def main(argv: list[str]) -> int:
     if not folders:
         print(__doc__)
         return 2
-    rows, timings, judges = [], {}, []
+    rows, timings, judges, verdicts = [], {}, [], []
     for folder in folders:
         name = Path(folder).resolve().name
         args = parser().parse_args(["run", "--corpus", folder, "--home", str(base_home / name), *knobs])
@@ -45,6 +46,7 @@ def main(argv: list[str]) -> int:
                 rows.append((name, set_name, qs["n_queries"], r, m["ndcg@10"], m["recall@100"],
                              "" if p50 is None else f"{p50:.0f} / {m['rerank_ms_p95']:.0f}"))
         judges += [(name, s, j) for s, j in report.get("judge_agreement", {}).items()]
+        verdicts.append((name, reranker_verdict_markdown(report.get("reranker_verdict", {}))))
     print("\n| dataset | query set | n | retriever | nDCG@10 | recall@100 | rerank ms p50 / p95 |\n"
           "|---|---|---|---|---|---|---|")
     for row in rows:
@@ -54,6 +56,9 @@ def main(argv: list[str]) -> int:
         print("\n| dataset | human query set | judge | " + " | ".join(keys) + " |\n|---|---|---|" + "---|" * len(keys))
         for name, set_name, j in judges:
             print(f"| {name} | {set_name} | {j['judge']} | " + " | ".join(str(j.get(k)) for k in keys) + " |")
+    for name, table in verdicts:
+        if table:
+            print(f"\n{name}: {table}")
     stages = sorted({s for t in timings.values() for s in t}, key=lambda s: (s == "total", s))
     print("\n| stage | " + " | ".join(timings) + " |\n|---|" + "---|" * len(timings))
     for s in stages:

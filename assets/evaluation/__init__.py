@@ -25,7 +25,8 @@ import pandas as pd
 
 from assets.common import image
 from assets.evaluation.breakdown import breakdown, breakdowns_markdown, query_attributes
-from assets.evaluation.comparisons import add_comparisons, comparison_metrics, comparisons_markdown
+from assets.evaluation.comparisons import (add_comparisons, comparison_metrics, comparisons_markdown, reranker_verdict,
+                                         reranker_verdict_markdown)
 from assets.evaluation.metrics import METRIC_NAMES, mean_metrics
 from assets.evaluation.plots import report_charts
 from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency_summary, rerank,
@@ -169,6 +170,22 @@ def distillation_markdown(verdict: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+RERANKER_VERDICT_TAG, RERANKER_REASON_TAG = "flywheel.reranker_verdict", "flywheel.reranker_reason"
+
+
+def tag_reranker(mlflow: MLflowResource, reranker: dict, verdict: dict, context) -> None:
+    """Write the verdict onto the reranker's registered version; the alias `champion` moves to it only when
+    it is better than its first stage (a reranker that does not help is registered, never served)."""
+    name, version = reranker.get("registered_model"), reranker.get("model_version")
+    if not (name and version):
+        return
+    mlflow.tag_version(name, str(version), {RERANKER_VERDICT_TAG: "ship" if verdict["ship"] else "hold",
+                                            RERANKER_REASON_TAG: verdict["reason"][:5000]})
+    if verdict["ship"]:
+        mlflow.set_alias(name, str(version))
+    context.log.info(f"reranker {name} v{version}: {'ship' if verdict['ship'] else 'hold'}: {verdict['reason']}")
+
+
 def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
     """evaluation.md: the metrics table, the comparisons, the breakdowns, the charts and the judge."""
     parts = [f"# Evaluation: {report['corpus']}", table,
@@ -176,6 +193,7 @@ def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
              "## Where the differences are (per query style and document length)",
              breakdowns_markdown(report),
              "## Before and after", *(f"![{name}](plots/{path.name})" for name, path in charts.items()),
+             f"## The fine-tuned reranker: worth its latency?\n\n{reranker_verdict_markdown(report.get('reranker_verdict', {}))}",
              f"## The judge against human labels\n\n{agreement_markdown(report['judge_agreement'])}"]
     return "\n\n".join(parts) + "\n" + distillation_markdown(report.get("distillation", {}))
 
@@ -235,6 +253,8 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
     attributes, edges = query_attributes(sets, query_splits, documents)
     per_query = pd.concat(per_query, ignore_index=True).merge(attributes, on=["query_set", "qid"], how="left")
     add_comparisons(report, per_query, config.bootstrap_resamples, config.seed)
+    report["reranker_verdict"] = reranker_verdict(report, per_query, config.bootstrap_resamples, config.seed)
+    tag_reranker(mlflow, finetuned_crossencoder, report["reranker_verdict"], context)
     for set_name, qs in report["query_sets"].items():
         qs["breakdown"] = breakdown(per_query[per_query["query_set"] == set_name])
     report["doc_length_buckets"] = {"unit": "words", "edges": edges, "rule": f"short <= {edges[0]:g} < medium <= "
@@ -256,6 +276,8 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
              for name, path in charts.items()}
     return dg.Output(report, metadata={"report": dg.MetadataValue.md(table),
                                        "comparisons": dg.MetadataValue.md(comparisons_markdown(report)),
+                                       "reranker_verdict": dg.MetadataValue.md(
+                                           reranker_verdict_markdown(report["reranker_verdict"]) or "no reranker rows"),
                                        "breakdown": dg.MetadataValue.md(breakdowns_markdown(report)),
                                        "report_path": str(reports / "evaluation.json"),
                                        "n_query_sets": len(sets), **flat, **plots,

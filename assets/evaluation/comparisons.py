@@ -89,3 +89,61 @@ def comparisons_markdown(report: dict) -> str:
                 lines.append(f"| {set_name} | {retriever} | {m['baseline']} | {m['n_paired']} | {m[DELTA]:+.3f} | "
                              f"[{lo:+.3f}, {hi:+.3f}] | {m['p_value']:.3g} | {verdict(m)} |")
     return "\n".join(lines)
+
+
+FINETUNED_RERANK = RERANK_MARK + "finetuned"
+OFFTHESHELF_RERANK = RERANK_MARK + "offtheshelf"
+
+
+def reranker_verdict(report: dict, per_query: pd.DataFrame, resamples: int = 10_000, seed: int = 0) -> dict:
+    """Does the fine-tuned reranker earn its latency? Judged on the human query sets (the synthetic test split
+    when there are none), over each set's best first stage that it reranked: against that first stage alone
+    and against the off-the-shelf reranker on the same first stage (paired by query). `ship` only when it is
+    better than the first stage on every such set; the reason says which numbers decided."""
+    human = [n for n, qs in report["query_sets"].items() if qs["kind"] == "human"]
+    judged_on = human or [n for n, qs in report["query_sets"].items() if qs["kind"] == "synthetic"]
+    sets, reasons = {}, []
+    for name in judged_on:
+        rows = report["query_sets"][name]["retrievers"]
+        stages = [r for r in rows if RERANK_MARK not in r and f"{r}{FINETUNED_RERANK}" in rows]
+        if not stages:
+            continue
+        best = max(stages, key=lambda r: rows[r][METRIC])
+        tuned = rows[f"{best}{FINETUNED_RERANK}"]
+        entry = {"first_stage": best, METRIC: {"first_stage": rows[best][METRIC], "finetuned": tuned[METRIC]},
+                 "vs_first_stage": {k: tuned[k] for k in (DELTA, "ci95", "p_value", "n_paired")} | {"verdict": verdict(tuned)}}
+        other = f"{best}{OFFTHESHELF_RERANK}"
+        if other in rows:
+            wide = per_query[per_query["query_set"] == name].pivot(index="qid", columns="retriever", values=METRIC)
+            pair = wide[[other, f"{best}{FINETUNED_RERANK}"]].dropna()
+            c = compare_paired(pair[other].to_numpy(), pair[f"{best}{FINETUNED_RERANK}"].to_numpy(), resamples, seed)
+            vs = {DELTA: round(c.delta, 6), "ci95": [round(c.ci95[0], 6), round(c.ci95[1], 6)],
+                  "p_value": round(c.p_value, 6), "n_paired": c.n_paired}
+            entry["vs_offtheshelf"] = vs | {"verdict": verdict(vs)}
+            entry[METRIC]["offtheshelf"] = rows[other][METRIC]
+        sets[name] = entry
+        d = entry["vs_first_stage"]
+        reasons.append(f"{name}: {best}+rerank {d['verdict']} than {best} alone "
+                       f"(Δ nDCG@10 {d[DELTA]:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p {d['p_value']:.3g})")
+    ship = bool(sets) and all(e["vs_first_stage"]["verdict"] == "better" for e in sets.values())
+    return {"ship": ship, "judged_on": "human" if human else "synthetic", "sets": sets,
+            "reason": "; ".join(reasons) or "no query set has a fine-tuned reranker row"}
+
+
+def reranker_verdict_markdown(v: dict) -> str:
+    if not v.get("sets"):
+        return ""
+    lines = [f"**Fine-tuned reranker: {'ship it' if v['ship'] else 'do not ship it'}** "
+             f"(judged on the {v['judged_on']} queries)", "",
+             "| query set | first stage | nDCG@10 first stage | + fine-tuned reranker | + off-the-shelf | "
+             "fine-tuned vs first stage | fine-tuned vs off-the-shelf |", "|---|---|---|---|---|---|---|"]
+
+    def cell(c: dict | None) -> str:
+        return "—" if not c else (f"{c[DELTA]:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], "
+                                  f"p {c['p_value']:.3g}: {c['verdict']}")
+    for name, e in v["sets"].items():
+        m = e[METRIC]
+        off = f"{m['offtheshelf']:.3f}" if "offtheshelf" in m else "—"
+        lines.append(f"| {name} | {e['first_stage']} | {m['first_stage']:.3f} | {m['finetuned']:.3f} | {off} | "
+                     f"{cell(e['vs_first_stage'])} | {cell(e.get('vs_offtheshelf'))} |")
+    return "\n".join(lines)

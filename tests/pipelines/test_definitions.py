@@ -188,6 +188,10 @@ def test_reranker_is_tracked_registered_and_served_from_the_registry(tiny_run):
     served = mlflow.pyfunc.load_model(f"models:/flywheel-crossencoder/{version.version}")
     scores = served.predict(pd.DataFrame({"query": ["a wing", "a wing"], "passage": ["the wing lifts", "cats"]}))
     assert len(scores) == 2 and all(isinstance(x, float) for x in scores)
+    verdict = result.output_for_node("evaluation_report")["reranker_verdict"]   # the evaluation's, on the version
+    assert version.tags["flywheel.reranker_verdict"] == ("ship" if verdict["ship"] else "hold")
+    assert version.tags["flywheel.reranker_reason"] == verdict["reason"] and verdict["sets"]
+    assert ("champion" in version.aliases) == verdict["ship"]
 
 
 def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_of_config(tmp_path, monkeypatch):

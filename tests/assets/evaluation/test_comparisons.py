@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from assets.evaluation.comparisons import (add_comparisons, baseline_of, compare_to_baselines, comparison_metrics,
-                                           comparisons_markdown)
+                                           comparisons_markdown, reranker_verdict, reranker_verdict_markdown)
 
 
 @pytest.mark.parametrize("retriever, baseline", [
@@ -86,3 +86,42 @@ def test_a_verdict_needs_the_interval_and_the_p_value_to_agree():
     assert verdict({"ci95": [-0.2, -0.01], "p_value": 0.04}) == "worse"
     assert verdict({"ci95": [-0.25, -0.03], "p_value": 0.125}) == "no clear difference"   # 12 queries, exact p
     assert verdict({"ci95": [-0.01, 0.2], "p_value": 0.01}) == "no clear difference"
+
+
+def _report(per_query: pd.DataFrame, kinds: dict[str, str]) -> dict:
+    means = per_query.groupby(["query_set", "retriever"])["ndcg@10"].mean()
+    report = {"query_sets": {name: {"kind": kind, "retrievers": {r: {"ndcg@10": float(means[(name, r)])}
+                                                                 for r in per_query.loc[per_query["query_set"] == name,
+                                                                                        "retriever"].unique()}}
+                             for name, kind in kinds.items()}}
+    add_comparisons(report, per_query, resamples=2000)
+    return report
+
+
+def test_reranker_verdict_holds_a_reranker_that_hurts_the_best_first_stage():
+    rng = np.random.default_rng(0)
+    hybrid = rng.uniform(0.3, 0.9, 40)
+    per_query = pd.concat([
+        _rows({"bm25": hybrid - 0.2, "hybrid_finetuned": hybrid, "bm25+rerank_finetuned": hybrid - 0.1,
+               "hybrid_finetuned+rerank_finetuned": hybrid - 0.2 - rng.uniform(0, 0.05, 40),
+               "hybrid_finetuned+rerank_offtheshelf": hybrid + 0.05}, query_set="human"),
+        _rows({"hybrid_finetuned": hybrid, "hybrid_finetuned+rerank_finetuned": hybrid + 0.3}, query_set="synthetic")])
+    v = reranker_verdict(_report(per_query, {"human": "human", "synthetic": "synthetic"}), per_query, resamples=2000)
+    assert v["ship"] is False and v["judged_on"] == "human" and list(v["sets"]) == ["human"]   # not the synthetic win
+    e = v["sets"]["human"]
+    assert e["first_stage"] == "hybrid_finetuned"                 # the best first stage, not bm25
+    assert e["vs_first_stage"]["verdict"] == "worse" and e["vs_offtheshelf"]["verdict"] == "worse"
+    assert e["vs_offtheshelf"]["delta_ndcg@10"] == pytest.approx(e["ndcg@10"]["finetuned"] - (hybrid.mean() + 0.05),
+                                                                 abs=1e-5)
+    assert "do not ship" in reranker_verdict_markdown(v) and "hybrid_finetuned+rerank worse" in v["reason"]
+
+
+def test_reranker_verdict_ships_a_reranker_better_on_every_judged_set_and_falls_back_to_synthetic():
+    rng = np.random.default_rng(1)
+    first = rng.uniform(0.2, 0.6, 30)
+    per_query = _rows({"dense_base": first, "dense_base+rerank_finetuned": first + rng.uniform(0.05, 0.2, 30)},
+                      query_set="synthetic/test")
+    v = reranker_verdict(_report(per_query, {"synthetic/test": "synthetic"}), per_query, resamples=2000)
+    assert v["ship"] is True and v["judged_on"] == "synthetic"
+    assert "vs_offtheshelf" not in v["sets"]["synthetic/test"] and "ship it" in reranker_verdict_markdown(v)
+    assert reranker_verdict({"query_sets": {}}, per_query.iloc[:0])["ship"] is False
