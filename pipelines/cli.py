@@ -214,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--interpolation", type=float, help="WiSE-FT alpha (default 0.5); 1.0 = raw fine-tuned weights")
     run.add_argument("--distill", action="store_true",
                      help="also train a bi-encoder distilled from the cross-encoder (margin-MSE) and compare")
-    run.add_argument("--reranker-steps", type=int, help="cross-encoder training steps (default: one epoch)")
+    run.add_argument("--reranker-steps", type=int, help="cross-encoder training steps (default: one epoch, at least 300)")
     run.add_argument("--rerank-depth", type=int, help="first-stage hits each reranker reorders (default 20)")
     run.add_argument("--offtheshelf-reranker",
                      help='"upr" (default: the LLM\'s query likelihood), a hub/local cross-encoder, or "" for none')

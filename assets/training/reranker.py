@@ -28,10 +28,11 @@ REGISTERED_CROSSENCODER = "flywheel-crossencoder"
 class RerankerConfig(dg.Config):
     base_model: str = ""            # "" = the base bi-encoder's body + a fresh head; or a hub cross-encoder / folder
     epochs: float = 1.0
-    max_steps: int = 0              # > 0 overrides epochs
+    max_steps: int = 0              # > 0 overrides epochs and min_steps
+    min_steps: int = 300            # the head's ln 2 plateau lasts ~170 steps (crossencoder.MIN_STEPS_WHY)
     learning_rate: float = 5e-5     # the body learns a new task: higher than the bi-encoder's 1e-5
     head_learning_rate: float = 1e-3  # the fresh scoring head added to a bi-encoder's body (not a trained reranker's)
-    batch_size: int = 32
+    batch_size: int = 16
     max_length: int = 256
     evals_per_run: int = 4
     seed: int = 42
@@ -78,7 +79,8 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
 
     device = embedder.resolved_device()
     plan = plan_for(device)
-    settings = RerankerSettings(epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
+    settings = RerankerSettings(epochs=config.epochs, max_steps=config.max_steps, min_steps=config.min_steps,
+                                learning_rate=config.learning_rate,
                                 head_learning_rate=config.head_learning_rate if is_biencoder_folder(base) else 0.0,
                                 batch_size=config.batch_size * plan.batch_scale, evals_per_run=config.evals_per_run,
                                 max_length=config.max_length, seed=config.seed, precision=plan.precision)

@@ -19,7 +19,7 @@ def test_flywheel_run_with_the_real_bundled_models(tmp_path, monkeypatch, capsys
         (corpus / f.name).write_text(f.read_text())
     home = tmp_path / "home"
     args = ["run", "--corpus", str(corpus), "--home", str(home), "--max-chunks", "24", "--queries-per-chunk", "2",
-            "--label-queries", "10", "--candidates", "2", "--max-steps", "2"]
+            "--label-queries", "10", "--candidates", "2", "--max-steps", "2", "--reranker-steps", "2"]
     code = main(args)
     out = capsys.readouterr().out
     assert code == 0, out
