@@ -154,16 +154,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"flywheel run failed after {time.perf_counter() - t0:.0f}s; see the run in `flywheel ui --home {home}`",
               file=sys.stderr)
         return 1
-    print((home / "reports" / "evaluation.md").read_text())
+    if "evaluation_report" in seconds:   # not with an --only that leaves it out: an older report is not this run's
+        print((home / "reports" / "evaluation.md").read_text())
+    else:
+        print("materialized: " + ", ".join(sorted(seconds)))
     stats_path = home / "reports" / "run_stats.json"
-    if stats_path.exists():
+    if "run_stats" in seconds and stats_path.exists():
         import json
 
         stats = json.loads(stats_path.read_text())
         print("run stats: " + ", ".join(f"{k}={stats.get(k)}" for k in (
             "llm_calls", "llm_cache_hits", "chunks_total", "chunks_new", "chunks_removed", "chunks_embedded",
             "retrained")) + f"\n  {stats.get('retrain_reason')}")
-    print(f"done in {time.perf_counter() - t0:.0f}s; report: {home / 'reports' / 'evaluation.json'}")
+    report = f"; report: {home / 'reports' / 'evaluation.json'}" if "evaluation_report" in seconds else ""
+    print(f"done in {time.perf_counter() - t0:.0f}s{report}")
     return 0
 
 

@@ -84,3 +84,15 @@ def test_learning_curve_knobs_reach_its_config_with_the_shipped_recipe():
     assert off == {"enabled": False}
     with pytest.raises(SystemExit, match="comma list of whole numbers"):
         build_run_config(parser().parse_args(["run", "--curve-sizes", "100,all"]))
+
+
+def test_run_with_only_some_assets_reports_what_it_materialized(tmp_path, tiny_beir, capsys, monkeypatch):
+    """`--only` that leaves the evaluation out succeeds and says what ran, not an older (or missing) report."""
+    from pipelines.cli import main
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
+    code = main(["run", "--corpus", str(tiny_beir), "--home", str(tmp_path / "home"),
+                 "--only", "documents,human_queries,chunks"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "materialized: chunks, corpus" in out and "report:" not in out and "run stats:" not in out
