@@ -154,7 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"flywheel run failed after {time.perf_counter() - t0:.0f}s; see the run in `flywheel ui --home {home}`",
               file=sys.stderr)
         return 1
-    if "evaluation_report" in seconds:   # not with an --only that leaves it out: an older report is not this run's
+    evaluated = "evaluation_report" in seconds   # not so with an --only that leaves it out: an older report
+    #                                              on disk is not this run's
+    if evaluated:
         print((home / "reports" / "evaluation.md").read_text())
     else:
         print("materialized: " + ", ".join(sorted(seconds)))
@@ -166,7 +168,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("run stats: " + ", ".join(f"{k}={stats.get(k)}" for k in (
             "llm_calls", "llm_cache_hits", "chunks_total", "chunks_new", "chunks_removed", "chunks_embedded",
             "retrained")) + f"\n  {stats.get('retrain_reason')}")
-    report = f"; report: {home / 'reports' / 'evaluation.json'}" if "evaluation_report" in seconds else ""
+    report = f"; report: {home / 'reports' / 'evaluation.json'}" if evaluated else ""
     print(f"done in {time.perf_counter() - t0:.0f}s{report}")
     return 0
 
@@ -218,7 +220,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--interpolation", type=float, help="WiSE-FT alpha (default 0.5); 1.0 = raw fine-tuned weights")
     run.add_argument("--distill", action="store_true",
                      help="also train a bi-encoder distilled from the cross-encoder (margin-MSE) and compare")
-    run.add_argument("--reranker-steps", type=int, help="cross-encoder training steps (default: one epoch, at least 300)")
+    run.add_argument("--reranker-steps", type=int,
+                     help="cross-encoder training steps (default: one epoch, at least 300)")
     run.add_argument("--rerank-depth", type=int, help="first-stage hits each reranker reorders (default 20)")
     run.add_argument("--offtheshelf-reranker",
                      help='"upr" (default: the LLM\'s query likelihood), a hub/local cross-encoder, or "" for none')

@@ -193,7 +193,8 @@ def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
              "## Where the differences are (per query style and document length)",
              breakdowns_markdown(report),
              "## Before and after", *(f"![{name}](plots/{path.name})" for name, path in charts.items()),
-             f"## The fine-tuned reranker: worth its latency?\n\n{reranker_verdict_markdown(report.get('reranker_verdict', {}))}",
+             "## The fine-tuned reranker: worth its latency?",
+             reranker_verdict_markdown(report.get("reranker_verdict", {})),
              f"## The judge against human labels\n\n{agreement_markdown(report['judge_agreement'])}"]
     return "\n\n".join(parts) + "\n" + distillation_markdown(report.get("distillation", {}))
 

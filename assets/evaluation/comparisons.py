@@ -40,12 +40,18 @@ def compare_to_baselines(per_query: pd.DataFrame, resamples: int = 10_000, seed:
         base = baseline_of(retriever)
         if base is None or base not in wide:
             continue
-        pair = wide[[base, retriever]].dropna()
-        c = compare_paired(pair[base].to_numpy(), pair[retriever].to_numpy(), resamples, seed)
-        out[retriever] = {"baseline": base, f"delta_{metric}": round(c.delta, 6),
-                          "ci95": [round(c.ci95[0], 6), round(c.ci95[1], 6)],
-                          "p_value": round(c.p_value, 6), "n_paired": c.n_paired}
+        out[retriever] = {"baseline": base, **paired_delta(wide, base, retriever, resamples, seed, metric)}
     return out
+
+
+def paired_delta(wide: pd.DataFrame, base: str, other: str, resamples: int, seed: int,
+                 metric: str = METRIC) -> dict:
+    """{delta_<metric>, ci95, p_value, n_paired} of `other` over `base`, on the queries (rows of `wide`, one
+    column per retriever) where both have a score."""
+    pair = wide[[base, other]].dropna()
+    c = compare_paired(pair[base].to_numpy(), pair[other].to_numpy(), resamples, seed)
+    return {f"delta_{metric}": round(c.delta, 6), "ci95": [round(c.ci95[0], 6), round(c.ci95[1], 6)],
+            "p_value": round(c.p_value, 6), "n_paired": c.n_paired}
 
 
 def add_comparisons(report: dict, per_query: pd.DataFrame, resamples: int = 10_000, seed: int = 0) -> None:
@@ -119,17 +125,15 @@ def reranker_verdict(report: dict, per_query: pd.DataFrame, resamples: int = 10_
             stage = max(both, key=lambda r: rows[r][METRIC])
             mine, other = f"{stage}{FINETUNED_RERANK}", f"{stage}{OFFTHESHELF_RERANK}"
             wide = per_query[per_query["query_set"] == name].pivot(index="qid", columns="retriever", values=METRIC)
-            pair = wide[[other, mine]].dropna()
-            c = compare_paired(pair[other].to_numpy(), pair[mine].to_numpy(), resamples, seed)
-            vs = {DELTA: round(c.delta, 6), "ci95": [round(c.ci95[0], 6), round(c.ci95[1], 6)],
-                  "p_value": round(c.p_value, 6), "n_paired": c.n_paired}
+            vs = paired_delta(wide, other, mine, resamples, seed)
             entry["vs_offtheshelf"] = vs | {"verdict": verdict(vs), "first_stage": stage}
             entry[METRIC].update({"offtheshelf": rows[other][METRIC],
                                   "finetuned_on_offtheshelf_stage": rows[mine][METRIC]})
         sets[name] = entry
         d = entry["vs_first_stage"]
         reasons.append(f"{name}: {best}+rerank {d['verdict']} than {best} alone "
-                       f"(Δ nDCG@10 {d[DELTA]:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], p {d['p_value']:.3g})")
+                       f"(Δ nDCG@10 {d[DELTA]:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
+                       f"p {d['p_value']:.3g})")
     ship = bool(sets) and all(e["vs_first_stage"]["verdict"] == "better" for e in sets.values())
     return {"ship": ship, "judged_on": "human" if human else "synthetic", "sets": sets,
             "reason": "; ".join(reasons) or "no query set has a fine-tuned reranker row"}
