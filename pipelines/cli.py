@@ -34,6 +34,7 @@ def build_run_config(args: argparse.Namespace) -> dict:
     own defaults (their Config classes are the one place a default lives)."""
     knobs = {
         "corpus": {"path": str(Path(args.corpus).expanduser().resolve()) if args.corpus else None},
+        "feedback": {"path": str(Path(args.feedback).expanduser().resolve()) if getattr(args, "feedback", "") else None},
         "synthetic_queries": {"queries_per_chunk": args.queries_per_chunk, "max_chunks": args.max_chunks},
         "relevance_labels": {"max_queries": args.label_queries, "candidates_per_query": args.candidates},
         "finetuned_biencoder": {"epochs": args.epochs, "max_steps": args.max_steps,
@@ -55,7 +56,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
     }
     selected = set(_names(args.only) or [])
     ops = {op: {"config": {k: v for k, v in cfg.items() if v is not None}} for op, cfg in knobs.items()
-           if not selected or op in selected or (op == "corpus" and {"documents", "human_queries"} & selected)}
+           if not selected or op in selected or (op == "corpus" and {"documents", "human_queries", "qrels_feedback"} & selected)
+           or (op == "feedback" and {"feedback_pairs", "logged_queries"} & selected)}
     return {"ops": {op: c for op, c in ops.items() if c["config"]},
             "loggers": {"console": {"config": {"log_level": args.log_level}}}}
 
@@ -210,6 +212,9 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize the whole graph in-process and print the evaluation table")
     run.add_argument("--corpus", default="", help="folder / .jsonl / .parquet / BEIR folder (default: bundled sample)")
     run.add_argument("--home", default="flywheel_home", help="where everything is written")
+    run.add_argument("--feedback", default="",
+                     help="a feedback log (.jsonl/.parquet, or a folder of them): logged queries and what users cited, "
+                          "clicked or judged (default: $FLYWHEEL_FEEDBACK; none)")
     run.add_argument("--queries-per-chunk", type=int, help="synthetic queries per chunk (default 1)")
     run.add_argument("--max-chunks", type=int, help="write queries for a stable sample of this many chunks (default 2500; 0 = all)")
     run.add_argument("--label-queries", type=int, help="queries the judge labels (default 300; 0 = all)")

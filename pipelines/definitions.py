@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import corpus, evaluation, indices, labels, promotion, queries, splits, training, triplets
+from assets import corpus, evaluation, feedback, indices, labels, promotion, queries, splits, training, triplets
 from pipelines.run_stats import run_stats_asset
 from pipelines.schedules import AutomationSettings, nightly_schedule
 from pipelines.sensors import corpus_sensor
@@ -20,7 +20,7 @@ from resources.llm import LLMResource, LocalGGUFLLMResource, OpenAICompatibleLLM
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
-STAGES = [corpus, indices, queries, labels, splits, triplets, training, evaluation, promotion]
+STAGES = [corpus, feedback, indices, queries, labels, splits, triplets, training, evaluation, promotion]
 
 EXECUTORS = ("in_process", "multiprocess", "k8s")
 

@@ -20,6 +20,13 @@ from resources.embedder import EmbedderResource
 from resources.workspace import WorkspaceResource
 
 
+TRAINING_QRELS = ("train", "dev")   # qrels files that are feedback to learn from; every other one is a test set
+
+
+def is_training_qrels(set_name: str) -> bool:
+    return set_name.rsplit("/", 1)[-1] in TRAINING_QRELS
+
+
 class CorpusConfig(dg.Config):
     path: str = ""              # folder / .jsonl / .parquet / BEIR folder; "" -> the bundled sample corpus
     name: str = ""              # names the MLflow experiment; "" -> the folder or file name
@@ -34,7 +41,10 @@ class ChunkingConfig(dg.Config):
 @dg.multi_asset(
     outs={
         "documents": dg.AssetOut(description="The corpus's documents: doc_id, title, text, source."),
-        "human_queries": dg.AssetOut(description="Human-labelled query sets that came with the corpus (BEIR qrels)."),
+        "human_queries": dg.AssetOut(description="Human-labelled test query sets that came with the corpus (BEIR "
+                                                 "qrels other than train/dev): only the evaluation reads them."),
+        "qrels_feedback": dg.AssetOut(description="A BEIR folder's qrels/train.tsv and qrels/dev.tsv: judged feedback "
+                                                  "that training may read."),
     },
     group_name="corpus",
     compute_kind="python",
@@ -47,7 +57,9 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig, workspace: W
                          "folder of .md/.txt/.html files, a .jsonl/.parquet of documents, or a BEIR folder")
     name = config.name or path.resolve().name.removesuffix(path.suffix) or "corpus"
     docs.attrs["corpus_name"] = name
-    query_sets = read_beir_queries(path) if is_beir_folder(path) else []
+    all_sets = read_beir_queries(path) if is_beir_folder(path) else []
+    query_sets = [s for s in all_sets if not is_training_qrels(s.name)]
+    judged = [s for s in all_sets if is_training_qrels(s.name)]
     skipped = {f"skipped_{k}": dg.MetadataValue.int(v) for k, v in report.skipped.items()}
     yield dg.Output(
         docs,
@@ -74,6 +86,11 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig, workspace: W
                 columns=["set", "query_id", "text", "relevant_docs"])),
         },
     )
+    yield dg.Output(judged, output_name="qrels_feedback", metadata={
+        "n_sets": len(judged),
+        "sets": dg.MetadataValue.json({s.name: {"queries": len(s.queries), "qrels": sum(map(len, s.qrels.values()))}
+                                       for s in judged}),
+    })
 
 
 @dg.asset(group_name="corpus", compute_kind="python")
