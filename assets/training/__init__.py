@@ -13,6 +13,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.training.biencoder import TrainSettings, train_biencoder
+from assets.training.blend import blend_counts, blend_rows
 from assets.training.retrain import retrain_or_reuse
 from resources.compute import compute_tags
 from resources.device import plan_for
@@ -35,6 +36,8 @@ class TrainConfig(dg.Config):
     register_model: bool = True         # register the model in the MLflow registry as REGISTERED_BIENCODER
     min_change_to_retrain: float = 0.05  # retrain only when >= 5% of chunks or training queries changed since the
                                          # model in use was trained (assets/training/retrain.py); 0 = every run
+    synthetic_weight: float = 1.0       # the blend (assets/training/blend.py): each synthetic train row used this
+    feedback_weight: float = 1.0        # many times, and each logged-feedback row this many; 0 leaves an origin out
 
 
 def code_version() -> str:
@@ -51,6 +54,7 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
     """Train a bi-encoder from the base model with `loss`, track it in MLflow, register it; the asset's output."""
     import mlflow as mlflow_api
 
+    training_triplets = blend_rows(training_triplets, config.synthetic_weight, config.feedback_weight, config.seed)
     device = embedder.resolved_device()
     plan = plan_for(device)
     settings = TrainSettings(epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
@@ -69,7 +73,8 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
     with mlflow.start_run(corpus_name, run_name=f"{kind}-{context.run_id[:8]}", tags=tags) as run:
         mlflow_api.log_params({**settings.__dict__, "n_train": int((training_triplets["split"] == "train").sum()),
                                "n_validation": int((training_triplets["split"] == "validation").sum()),
-                               "loss": LOSS_NAMES[loss], "n_chunks": len(chunks)})
+                               "loss": LOSS_NAMES[loss], "n_chunks": len(chunks), **blend_counts(training_triplets),
+                               "synthetic_weight": config.synthetic_weight, "feedback_weight": config.feedback_weight})
 
         def on_log(logs: dict, step: int) -> None:
             numeric = {k.replace("@", "_at_"): float(v) for k, v in logs.items() if isinstance(v, (int, float))}
@@ -102,6 +107,7 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
         "validation_ndcg@10_base": float(result.validation_base.get(key, float("nan"))),
         "validation_ndcg@10_finetuned": float(result.validation_final.get(key, float("nan"))),
         "model_path": result.model_path,
+        **blend_counts(training_triplets),
     })
 
 

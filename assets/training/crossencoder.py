@@ -6,7 +6,9 @@ top few. Fine-tuning the first does not remove the need for the second.
 Data: (query, passage, target) pairs from the train split, with graded targets in [0, 1]:
 - every pair the LLM judge graded: target = grade / 3 (so a "marginally relevant" passage is not a 0);
 - a query's positives that were not judged: 1.0; its mined hard negatives (never judged relevant): 0.0.
-A judged grade wins over the positive/negative rule. Only chunks of the query's own split are used, so
+A judged grade wins over the positive/negative rule. Logged feedback (the triplets' `origin` = "feedback"
+rows) adds its positives at 1.0 and its negatives (labelled, then mined) at 0.0, origin "feedback_*".
+Only chunks of the query's own split are used, so
 training never reads a validation or test document (the rule the triplets follow).
 
 Loss: binary cross-entropy on the logit with those soft targets (pointwise, as the MS MARCO cross-encoders
@@ -65,8 +67,13 @@ def reranker_pairs(splits: pd.DataFrame, labels: pd.DataFrame, triplets: pd.Data
     for r in fit.itertuples(index=False):
         for c in r.positives:
             add(r.query_id, c, 1.0, "positive")
+    logged = triplets[triplets["origin"] == "feedback"] if "origin" in triplets else triplets.iloc[:0]
+    for r in logged.itertuples(index=False):
+        query_of[r.query_id] = (r.anchor, r.split)
+        add(r.query_id, r.positive_chunk_id, 1.0, "feedback_positive")
+        add(r.query_id, r.negative_chunk_id, 0.0, "feedback_negative")
     for r in triplets.itertuples(index=False):
-        if r.query_id in query_of:
+        if r.query_id in query_of and getattr(r, "origin", "synthetic") != "feedback":
             add(r.query_id, r.negative_chunk_id, 0.0, "hard_negative")
     for r in labels.itertuples(index=False):          # last: a judged grade overrides the rules above
         if r.query_id in query_of:

@@ -15,6 +15,7 @@ from assets.common import preview
 from assets.splits import SplitConfig, document_split
 from assets.training.crossencoder import (RerankerSettings, is_biencoder_folder, load_reranker, reranker_pairs,
                                          train_crossencoder)
+from assets.training.blend import blend_rows
 from assets.training.retrain import retrain_or_reuse
 from resources.device import plan_for
 from resources.compute import compute_tags
@@ -40,6 +41,8 @@ class RerankerConfig(dg.Config):
     register_model: bool = True     # register in the MLflow registry as REGISTERED_CROSSENCODER
     min_change_to_retrain: float = 0.05  # as the bi-encoder's (assets/training/retrain.py): a nightly run on an
     #   unchanged corpus reuses the last reranker instead of paying ~10 min of CPU training for the same model
+    synthetic_weight: float = 1.0   # the blend, as the bi-encoder's (assets/training/blend.py): synthetic pairs x this,
+    feedback_weight: float = 1.0    # logged-feedback pairs x this; 0 leaves an origin out
 
 
 def log_reranker_model(mlflow_api, model_path: str, register: bool):
@@ -64,6 +67,8 @@ def finetuned_crossencoder(context: dg.AssetExecutionContext, query_splits: pd.D
     split_config = SplitConfig(**query_splits.attrs.get("split_config", {}))
     pairs = reranker_pairs(query_splits, relevance_labels, training_triplets, chunks,
                            lambda doc: document_split(doc, split_config), config.relevant_grade)
+    pairs = blend_rows(pairs, config.synthetic_weight, config.feedback_weight, config.seed,
+                       origin=pairs["origin"].map(lambda o: "feedback" if o.startswith("feedback") else "synthetic"))
     train_queries = sorted(set(pairs.loc[pairs["split"] == "train", "query_id"].astype(str)))
     return retrain_or_reuse(
         context, workspace.models_dir / "crossencoder" / "last_trained.json",

@@ -7,6 +7,14 @@ positives, which teaches the model to push away right answers. So a candidate is
 - too close to the positive: base-model score >= `margin` x the positive's score (the "TopK-PercPos" rule
   of NV-Retriever, Moreira et al. 2024; 0.95 is their best setting), a likely false negative or duplicate.
 The highest-ranked survivors are used.
+
+Logged feedback (assets/feedback) joins as rows of its own (`origin` = "feedback"): each logged query's
+positives (a document-level positive becomes that document's chunk the base model ranks highest for the
+query), split by the positive's document with the same rule as the synthetic queries (a positive in a test
+document is left out: the synthetic test split stays unseen), and negatives taken first from the query's
+labelled negatives (thumbs down, judged 0, skipped above a click), then mined as above. A labelled positive
+or neutral document of the query is never its negative. How much each origin weighs in training is the
+trainer's config (`synthetic_weight`, `feedback_weight`, assets/training/blend.py).
 """
 
 import dagster as dg
@@ -18,7 +26,8 @@ from assets.splits import SplitConfig, document_split
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 
-TRIPLET_COLUMNS = ["query_id", "split", "anchor", "positive", "negative", "positive_chunk_id", "negative_chunk_id"]
+TRIPLET_COLUMNS = ["query_id", "split", "anchor", "positive", "negative", "positive_chunk_id", "negative_chunk_id",
+                   "origin"]
 
 
 class TripletConfig(dg.Config):
@@ -72,26 +81,99 @@ def build_triplets(splits: pd.DataFrame, labels: pd.DataFrame, chunks: pd.DataFr
         for i, pos in enumerate(q.positives):
             neg = negs[i % len(negs)]
             rows.append({"query_id": q.query_id, "split": q.split, "anchor": q.text, "positive": chunk_text[pos],
-                         "negative": chunk_text[neg], "positive_chunk_id": pos, "negative_chunk_id": neg})
+                         "negative": chunk_text[neg], "positive_chunk_id": pos, "negative_chunk_id": neg,
+                         "origin": "synthetic"})
+    return pd.DataFrame(rows, columns=TRIPLET_COLUMNS), stats
+
+
+def best_chunk(doc_rows: np.ndarray, scores: np.ndarray) -> int:
+    """The row (of the chunk matrix) of a document's chunk that scores highest for the query."""
+    return int(doc_rows[np.argmax(scores[doc_rows])])
+
+
+def build_feedback_triplets(pairs: pd.DataFrame, queries: pd.DataFrame, chunks: pd.DataFrame, q_vecs: np.ndarray,
+                            ids: list[str], mat: np.ndarray, config: "TripletConfig",
+                            split_config: SplitConfig) -> tuple[pd.DataFrame, dict]:
+    """Triplet rows for the logged queries that have a positive; `q_vecs` aligned with `queries`' rows."""
+    stats = {"feedback_queries": 0, "feedback_positives_in_test_documents": 0, "feedback_no_negative": 0,
+             "feedback_labelled_negatives_used": 0, "feedback_too_close": 0}
+    if pairs.empty or queries.empty:
+        return pd.DataFrame(columns=TRIPLET_COLUMNS), stats
+    row_of = {c: i for i, c in enumerate(ids)}
+    chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
+    doc_arr = np.array([d for d in pd.Series(ids).map(dict(zip(chunks["chunk_id"], chunks["doc_id"]))).fillna("")])
+    split_arr = np.array([document_split(d, split_config) for d in doc_arr])
+    rows_of_doc = pd.Series(np.arange(len(ids))).groupby(doc_arr).apply(np.asarray).to_dict()
+    by_query = {qid: g for qid, g in pairs.groupby("query_id")}
+    rows = []
+    for q, v in zip(queries.itertuples(index=False), q_vecs):
+        g = by_query.get(q.query_id)
+        if g is None or not (g["label"] == "positive").any():
+            continue
+        scores = mat @ v
+
+        def chunk_row(r) -> int | None:
+            if isinstance(r.chunk_id, str) and r.chunk_id in row_of:
+                return row_of[r.chunk_id]
+            doc_rows = rows_of_doc.get(r.doc_id)
+            return best_chunk(doc_rows, scores) if doc_rows is not None and len(doc_rows) else None
+
+        positives = [i for r in g[g["label"] == "positive"].itertuples(index=False) if (i := chunk_row(r)) is not None]
+        labelled_neg = [i for r in g[g["label"] == "negative"].sort_values("weak", kind="stable")
+                        .itertuples(index=False) if (i := chunk_row(r)) is not None]
+        not_negative_docs = set(g.loc[g["label"] != "negative", "doc_id"])
+        stats["feedback_queries"] += 1
+        for split in dict.fromkeys(split_arr[positives]):
+            mine = [i for i in positives if split_arr[i] == split]
+            if split == "test":
+                stats["feedback_positives_in_test_documents"] += len(mine)
+                continue
+            allowed = (split_arr == split) & ~np.isin(doc_arr, list(not_negative_docs))
+            labelled = [i for i in labelled_neg if allowed[i]]
+            allowed[labelled] = False
+            want = config.negatives_per_positive * len(mine)
+            mined, why = mine_hard_negatives(v, [ids[i] for i in mine], ids, mat, row_of, allowed, config.depth,
+                                             config.margin, max(0, want - len(labelled)))
+            stats["feedback_too_close"] += why["too_close"]
+            negs = [ids[i] for i in labelled][:want] + mined
+            stats["feedback_labelled_negatives_used"] += min(len(labelled), want)
+            if not negs:
+                stats["feedback_no_negative"] += 1
+                continue
+            for k, i in enumerate(mine):
+                neg = negs[k % len(negs)]
+                rows.append({"query_id": q.query_id, "split": split, "anchor": q.text, "positive": chunk_text[ids[i]],
+                             "negative": chunk_text[neg], "positive_chunk_id": ids[i], "negative_chunk_id": neg,
+                             "origin": "feedback"})
     return pd.DataFrame(rows, columns=TRIPLET_COLUMNS), stats
 
 
 @dg.asset(group_name="triplets", compute_kind="numpy")
 def training_triplets(query_splits: pd.DataFrame, relevance_labels: pd.DataFrame, chunks: pd.DataFrame,
-                      baseline_index: dict, embedder: EmbedderResource, lancedb: LanceDBResource,
+                      baseline_index: dict, feedback_pairs: pd.DataFrame, logged_queries: pd.DataFrame,
+                      embedder: EmbedderResource, lancedb: LanceDBResource,
                       config: TripletConfig) -> dg.Output[pd.DataFrame]:
-    """(anchor, positive, hard negative) rows for the train and validation splits."""
+    """(anchor, positive, hard negative) rows for the train and validation splits, synthetic and logged."""
     fit = query_splits[query_splits["split"] != "test"].reset_index(drop=True)
     ids, mat = lancedb.open(baseline_index["table"]).vectors()
     q_vecs = embedder.encode(fit["text"].tolist())
     split_config = SplitConfig(**query_splits.attrs.get("split_config", {}))
     df, stats = build_triplets(fit, relevance_labels, chunks, q_vecs, ids, mat, config, split_config)
+    logged = logged_queries[logged_queries["query_id"].isin(
+        feedback_pairs.loc[feedback_pairs["label"] == "positive", "query_id"])].reset_index(drop=True)
+    fb, fb_stats = build_feedback_triplets(feedback_pairs, logged, chunks,
+                                           embedder.encode(logged["text"].tolist()) if len(logged) else np.zeros((0, 1)),
+                                           ids, mat, config, split_config)
+    df = pd.concat([df, fb], ignore_index=True) if len(fb) else df
     df.attrs.update(query_splits.attrs)
+    by = df.groupby(["origin", "split"]).size().to_dict()
     return dg.Output(df, metadata={
         "n_train": int((df["split"] == "train").sum()),
         "n_validation": int((df["split"] == "validation").sum()),
-        **stats,
-        "preview": preview(df[["split", "anchor", "positive", "negative"]], 5),
+        **{f"n_{o}_{s}": int(by.get((o, s), 0)) for o in ("synthetic", "feedback") for s in ("train", "validation")},
+        **stats, **fb_stats,
+        "preview": preview(df[["origin", "split", "anchor", "positive", "negative"]], 5),
+        "preview_feedback": preview(fb[["split", "anchor", "positive", "negative"]], 5),
     })
 
 
@@ -113,3 +195,32 @@ def triplets_stay_in_split(training_triplets: pd.DataFrame, chunks: pd.DataFrame
     split_config = SplitConfig(**training_triplets.attrs.get("split_config", {}))
     bad = cross_split_rows(training_triplets, chunks, split_config)
     return dg.AssetCheckResult(passed=bad == 0, metadata={"cross_split_rows": bad, "rows": len(training_triplets)})
+
+
+def test_queries_in_training(triplets: pd.DataFrame, test_queries: set[str]) -> list[str]:
+    """Training anchors whose normalised text is a human test query's: must be none."""
+    from resources.prompts import normalise_query
+
+    anchors = triplets["anchor"].drop_duplicates()
+    return sorted(a for a in anchors if normalise_query(a) in test_queries)
+
+
+@dg.asset_check(asset=training_triplets, blocking=True, additional_ins={"human_queries": dg.AssetIn("human_queries")},
+                description="No human test query (normalised text) is a training or validation anchor.")
+def no_test_query_in_training(training_triplets: pd.DataFrame, human_queries: list) -> dg.AssetCheckResult:
+    from assets.feedback import test_query_texts
+
+    leaked = test_queries_in_training(training_triplets, test_query_texts(human_queries))
+    return dg.AssetCheckResult(passed=not leaked, metadata={
+        "leaked_queries": len(leaked), "examples": dg.MetadataValue.json(leaked[:10]),
+        "test_queries": len(test_query_texts(human_queries)),
+        "feedback_rows": int((training_triplets["origin"] == "feedback").sum())})
+
+
+def feedback_documents(triplets: pd.DataFrame, chunks: pd.DataFrame) -> set[str]:
+    """Documents of the logged-feedback positives the model trained on (train and validation rows): a query
+    whose relevant documents include one of these is a "seen document" query in the evaluation."""
+    if "origin" not in triplets:
+        return set()
+    chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
+    return {chunk_doc[c] for c in triplets.loc[triplets["origin"] == "feedback", "positive_chunk_id"] if c in chunk_doc}

@@ -29,7 +29,7 @@ def test_definitions_load_with_job_schedule_and_checks(tmp_path):
             "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_crossencoder",
             "finetuned_index", "judge_agreement", "evaluation_report", "learning_curve"} <= keys
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted"} <= checks
+    assert {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted", "no_test_query_in_training"} <= checks
     assert {"promotion_gate", "serving_index"} <= keys
 
 
@@ -41,12 +41,13 @@ def test_default_llm_is_the_local_model_not_a_fake(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_beir, tiny_model_path):
+def tiny_run(tmp_path_factory, tiny_beir, tiny_model_path, tiny_feedback_log):
     from tests.conftest import fake_llm_class
 
     home = tmp_path_factory.mktemp("home")
     defs = build_definitions(home, llm=fake_llm_class()(), embedder=EmbedderResource(model=tiny_model_path))
-    config = {"ops": {**TINY_RUN_CONFIG["ops"], "corpus": {"config": {"path": str(tiny_beir)}}}}
+    config = {"ops": {**TINY_RUN_CONFIG["ops"], "corpus": {"config": {"path": str(tiny_beir)}},
+                      "feedback": {"config": {"path": str(tiny_feedback_log)}}}}
     result = defs.resolve_job_def("flywheel_job").execute_in_process(run_config=config,
                                                                      instance=dg.DagsterInstance.ephemeral())
     return home, result
@@ -56,7 +57,8 @@ def test_whole_graph_materializes_and_every_check_passes(tiny_run):
     home, result = tiny_run
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert {c.check_name for c in checks} == {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted"}
+    assert {c.check_name for c in checks} == {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted",
+                                              "no_test_query_in_training"}
     assert all(c.passed for c in checks)
 
 
@@ -118,7 +120,7 @@ def test_report_compares_each_retriever_with_its_baseline_and_breaks_the_sets_do
     assert per_query[["style", "doc_length_bucket"]].notna().all().all()
     assert set(per_query.loc[per_query["query_set"].str.startswith("human/"), "style"]) == {"human"}
     md = (home / "reports" / "evaluation.md").read_text()
-    assert "| dense_finetuned | dense_base |" in md and "by query style and by document length" in md
+    assert "| dense_finetuned | dense_base |" in md and "by query style, document length and feedback" in md
     [materialization] = [m for m in result.get_asset_materialization_events()
                          if m.asset_key.to_user_string() == "evaluation_report"]
     metadata = materialization.materialization.metadata
@@ -215,3 +217,28 @@ def test_the_gate_decides_on_the_new_model_and_the_serving_index_uses_the_champi
     served = result.output_for_node("serving_index")
     expected = gate["candidate_model_path"] if gate["promote"] else None
     assert served["champion"]["model_path"] == expected and served["n_rows"] > 0
+
+
+def test_the_feedback_log_is_read_counted_blended_and_split_seen_unseen(tiny_run):
+    home, result = tiny_run
+    pairs, logged = result.output_for_node("feedback", "feedback_pairs"), result.output_for_node("feedback", "logged_queries")
+    assert len(logged) == 18 and "what is known about lift in wing experiments" not in set(logged["norm"])
+    assert (pairs["label"] == "positive").sum() == 18 and (pairs["weak"] & (pairs["label"] == "negative")).sum() == 18
+    [meta] = [m.materialization.metadata for m in result.get_asset_materialization_events()
+              if m.asset_key.to_user_string() == "logged_queries"]
+    assert meta["test_queries_dropped"].value == 1 and meta["skipped_bad_json"].value == 2
+    triplets = result.output_for_node("training_triplets")
+    fb = triplets[triplets["origin"] == "feedback"]
+    assert len(fb) > 0 and set(fb["split"]) <= {"train", "validation"}
+    assert all(a.startswith("how does") for a in fb["anchor"])
+    report = json.loads((home / "reports" / "evaluation.json").read_text())
+    [human] = [qs for qs in report["query_sets"].values() if qs["kind"] == "human"]
+    by = human["breakdown"]["by_feedback"]
+    assert by["seen"]["n_queries"] + by["unseen"]["n_queries"] == 6 and by["unseen"]["n_queries"] >= 3
+    if by["seen"]["n_queries"]:
+        assert by["seen"]["vs_baseline"]["dense_finetuned"]["n_paired"] == by["seen"]["n_queries"]
+    gate = result.output_for_node("promotion_gate")
+    assert gate["by_feedback"]["unseen"]["n"] == by["unseen"]["n_queries"]
+    run = __import__("mlflow").MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(
+        result.output_for_node("finetuned_biencoder")["mlflow_run_id"])
+    assert int(run.data.params["n_train_feedback"]) == int((fb["split"] == "train").sum())
