@@ -94,7 +94,8 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
              "registered_model": registered_name if config.register_model else None, "model_version": version,
              "base_model": embedder.base_model_path(), "steps": result.steps, "loss": loss, "seed": settings.seed,
              "validation_ndcg@10_base": result.validation_base.get(key),
-             "validation_ndcg@10_finetuned": result.validation_final.get(key)}
+             "validation_ndcg@10_finetuned": result.validation_final.get(key),
+             "synthetic_weight": config.synthetic_weight, "feedback_weight": config.feedback_weight}
     return dg.Output(value, metadata={
         "mlflow_run": dg.MetadataValue.url(url),
         "mlflow_run_id": run.info.run_id,

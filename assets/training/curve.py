@@ -41,6 +41,28 @@ def nested_subset(train: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
     return train[train["query_id"].isin(keep)]
 
 
+def logged_queries_in(train: pd.DataFrame) -> list[str]:
+    """The logged (feedback) queries of the train rows."""
+    if "origin" not in train:
+        return []
+    return sorted(set(train.loc[train["origin"] == "feedback", "query_id"].astype(str)))
+
+
+def logged_subset(train: pd.DataFrame, n_logged: int, seed: int) -> pd.DataFrame:
+    """The shipped blend scaled down to the first `n_logged` logged queries (in a seed's stable order, nested as
+    n grows): their feedback rows, and synthetic rows in the blend's proportion (whole queries,
+    `nested_subset`), so every point is the shipped recipe on less data and "all" is the shipped model."""
+    feedback = train[train["origin"] == "feedback"]
+    synthetic = train[train["origin"] != "feedback"]
+    order = sorted(logged_queries_in(train), key=lambda q: (stable_fraction(q, seed + 303), q))
+    fb = feedback[feedback["query_id"].astype(str).isin(set(order[:n_logged]))]
+    if synthetic.empty or feedback.empty:
+        return fb
+    share = len(fb) / len(feedback)
+    syn = nested_subset(synthetic, int(round(share * len(synthetic))), seed) if share > 0 else synthetic.iloc[:0]
+    return pd.concat([fb, syn], ignore_index=True)
+
+
 def score_model(encode, query_sets: dict[str, QuerySet], chunk_ids: list[str], chunk_texts: list[str]) -> list[dict]:
     """Mean METRICS of dense retrieval with `encode(texts) -> normalised vectors` on each query set (the chunks
     are encoded once)."""
@@ -107,7 +129,8 @@ def mlflow_series(summary: pd.DataFrame, prefix: str = "learning_curve") -> list
     return out
 
 
-def plot_curve(points: pd.DataFrame, path: Path, title: str = "Learning curve") -> Path:
+def plot_curve(points: pd.DataFrame, path: Path, title: str = "Learning curve",
+               xlabel: str = "training examples (triplet rows)") -> Path:
     """A panel per metric; per query set, the mean over seeds against training examples with the min..max band,
     and the base model as a dashed line. Writes a PNG at `path`."""
     import matplotlib
@@ -139,7 +162,7 @@ def plot_curve(points: pd.DataFrame, path: Path, title: str = "Learning curve") 
         if sizes:
             ax.set_xticks(sizes, labels)
             ax.minorticks_off()
-        ax.set_xlabel("training examples (triplet rows)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.set_title(f"{metric} (band: min..max over seeds)")
         ax.grid(alpha=0.3)

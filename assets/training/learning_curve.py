@@ -13,6 +13,11 @@ epochs, without validation passes during training: the curve is measured on the 
 choosing a checkpoint on it would flatter the points. (The shipped model did keep its best checkpoint on a
 1,000-chunk sample of it, so the "all" point may be a little optimistic.)
 
+With logged feedback in the triplets (`unit` "auto" -> "logged_queries"), the x axis is logged training queries
+instead: "how many logged queries does a team need?", answered on human labels. Each point is the shipped
+blend scaled down (`curve.logged_subset`: the first n logged queries' rows and synthetic rows in the blend's
+proportion), so the "all" point is the shipped model itself.
+
 On a run where the bi-encoder was not retrained, the last curve (same model, same settings) is read back from
 <home>/reports: a nightly run that changes nothing pays nothing here.
 """
@@ -30,8 +35,9 @@ from assets.common import image
 from assets.evaluation.scoring import build_query_sets
 from assets.training import TrainConfig
 from assets.training.biencoder import TrainSettings, train_biencoder
-from assets.training.curve import (mlflow_series, nested_subset, plot_curve, points_frame, score_model,
-                                   summarize, summary_markdown, usable_sizes)
+from assets.training.blend import blend_rows
+from assets.training.curve import (logged_queries_in, logged_subset, mlflow_series, nested_subset, plot_curve,
+                                   points_frame, score_model, summarize, summary_markdown, usable_sizes)
 from resources.compute import compute_tags
 from resources.device import plan_for
 from resources.embedder import EmbedderResource
@@ -53,6 +59,10 @@ class LearningCurveConfig(dg.Config):
     learning_rate: float = _TRAIN["learning_rate"].default   # the rest is the shipped model's recipe
     batch_size: int = _TRAIN["batch_size"].default
     interpolation: float = _TRAIN["interpolation"].default
+    unit: str = "auto"                   # "examples" (triplet rows), "logged_queries", or "auto": logged queries
+    #                                      when the triplets hold logged feedback, else examples
+    logged_sizes: list[int] = [25, 50, 100]   # logged training queries per point (unit logged_queries); ~5 rows a
+    #   query on cranfield, so 100 queries ~ 500 rows + their synthetic share: ~20 steps, ~6 min on 2 CPU cores
 
 
 def train_point(embedder: EmbedderResource, subset: pd.DataFrame, chunks: pd.DataFrame, settings: TrainSettings,
@@ -109,10 +119,20 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
         return dg.Output(points, metadata=_metadata(points, png, finetuned_biencoder, note, models_trained=0))
 
     # 1. The subsets: nested, whole queries; sizes the train split cannot fill are left to the "all" point
-    train = training_triplets[training_triplets["split"] == "train"]
-    sizes, dropped = usable_sizes(config.sizes, len(train))
+    weights = (finetuned_biencoder.get("synthetic_weight", 1.0), finetuned_biencoder.get("feedback_weight", 1.0))
+    blended = blend_rows(training_triplets, *weights)
+    train = blended[blended["split"] == "train"]
+    logged = logged_queries_in(train)
+    unit = ("logged_queries" if logged else "examples") if config.unit == "auto" else config.unit
+    if unit not in ("examples", "logged_queries"):
+        raise ValueError(f"learning_curve unit {config.unit!r}: use auto, examples or logged_queries")
+    full_size = len(logged) if unit == "logged_queries" else len(train)
+    sizes, dropped = usable_sizes(config.logged_sizes if unit == "logged_queries" else config.sizes, full_size)
+    if unit == "logged_queries":
+        sizes = [s for s in sorted(set(config.logged_sizes)) if 1 <= s < full_size]
+        dropped = [s for s in config.logged_sizes if s not in sizes]
     if dropped:
-        context.log.info(f"learning_curve: sizes {dropped} dropped (the train split has {len(train)} rows)")
+        context.log.info(f"learning_curve: sizes {dropped} dropped (the train split has {full_size} {unit})")
 
     # 2. The query sets, and one scoring pass (the corpus encoded once) per model
     sets = {n: s for n, s in build_query_sets(query_splits, human_queries, chunks, "validation").items() if s.qids}
@@ -122,7 +142,7 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
         return [{**point, **r} for r in score_model(lambda t: embedder.encode(t, path), sets, ids, texts)]
 
     rows = scored(None, size=0, seed=None, kind="baseline", n_examples=0)
-    rows += scored(finetuned_biencoder["model_path"], size=len(train), seed=shipped_seed(finetuned_biencoder, mlflow),
+    rows += scored(finetuned_biencoder["model_path"], size=full_size, seed=shipped_seed(finetuned_biencoder, mlflow),
                    kind="full", n_examples=len(train))
 
     # 3. Train and score each (seed, size) with the shipped model's recipe
@@ -133,7 +153,7 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
                                  batch_size=config.batch_size * plan.batch_scale, interpolation=config.interpolation,
                                  evals_per_run=1, seed=seed, precision=plan.precision)
         for size in sizes:
-            subset = nested_subset(train, size, seed)
+            subset = logged_subset(train, size, seed) if unit == "logged_queries" else nested_subset(train, size, seed)
             with tempfile.TemporaryDirectory(prefix="learning_curve-") as tmp:   # the models are scored, not kept
                 path, steps = train_point(embedder, subset, chunks, settings, Path(tmp))
                 rows += scored(path, size=size, seed=seed, kind="subset", n_examples=len(subset))
@@ -148,13 +168,15 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
     meta.write_text(json.dumps({"request": request, "generated_at": datetime.now(timezone.utc).isoformat(),
                                 "sizes_dropped": dropped, "points": json.loads(points.to_json(orient="records"))},
                                indent=2))
-    plot_curve(points, png, title=f"Learning curve: {chunks.attrs.get('corpus_name', 'corpus')}")
+    xlabel = ("logged training queries (each point: the shipped blend on that many)" if unit == "logged_queries"
+              else "training examples (triplet rows)")
+    plot_curve(points, png, title=f"Learning curve: {chunks.attrs.get('corpus_name', 'corpus')}", xlabel=xlabel)
     if run_id:
         mlflow.log_to_run(run_id, {"learning_curve.seconds": seconds}, [str(png), str(data), str(meta)],
                           series=mlflow_series(summarize(points)))
     return dg.Output(points, metadata=_metadata(
         points, png, finetuned_biencoder, f"computed: {len(config.seeds) * len(sizes)} models trained",
-        models_trained=len(config.seeds) * len(sizes), seconds=round(seconds, 1),   # training and scoring them
+        models_trained=len(config.seeds) * len(sizes), seconds=round(seconds, 1), unit=unit,   # training + scoring
         sizes=dg.MetadataValue.json(sizes), sizes_dropped=dg.MetadataValue.json(dropped)))
 
 

@@ -14,7 +14,7 @@ TINY_RUN_CONFIG = {
         "finetuned_biencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1}},
         "distilled_biencoder": {"config": {"enabled": True, "max_steps": 2, "batch_size": 8, "evals_per_run": 1}},
         "finetuned_crossencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1, "max_length": 64}},
-        "learning_curve": {"config": {"sizes": [4, 8], "seeds": [0, 1], "batch_size": 8}},   # 4 models, 1 step each
+        "learning_curve": {"config": {"sizes": [4, 8], "logged_sizes": [3, 6], "seeds": [0, 1], "batch_size": 8}},
     }
 }
 
@@ -167,7 +167,7 @@ def test_learning_curve_has_every_size_and_seed_and_is_in_the_training_run(tiny_
     assert "synthetic/validation" in sets and any(s.startswith("human/") for s in sets)
     for _, rows in points.groupby("query_set"):
         subsets = rows[rows["kind"] == "subset"]
-        assert sorted(zip(subsets["size"], subsets["seed"])) == [(4, 0), (4, 1), (8, 0), (8, 1)]
+        assert sorted(zip(subsets["size"], subsets["seed"])) == [(3, 0), (3, 1), (6, 0), (6, 1)]   # logged queries
         assert (rows["kind"] == "baseline").sum() == 1 and (rows["kind"] == "full").sum() == 1
     run_id = result.output_for_node("finetuned_biencoder")["mlflow_run_id"]
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
