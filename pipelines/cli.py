@@ -35,7 +35,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
     knobs = {
         "corpus": {"path": str(Path(args.corpus).expanduser().resolve()) if args.corpus else None},
         "feedback": {"path": str(Path(args.feedback).expanduser().resolve()) if getattr(args, "feedback", "") else None},
-        "synthetic_queries": {"queries_per_chunk": args.queries_per_chunk, "max_chunks": args.max_chunks},
+        "synthetic_queries": {"queries_per_chunk": args.queries_per_chunk, "max_chunks": args.max_chunks,
+                              "fewshot": getattr(args, "fewshot", None)},
         "relevance_labels": {"max_queries": args.label_queries, "candidates_per_query": args.candidates},
         "finetuned_biencoder": {"epochs": args.epochs, "max_steps": args.max_steps,
                                 "learning_rate": args.learning_rate, "interpolation": args.interpolation,
@@ -217,6 +218,9 @@ def parser() -> argparse.ArgumentParser:
                           "clicked or judged (default: $FLYWHEEL_FEEDBACK; none)")
     run.add_argument("--queries-per-chunk", type=int, help="synthetic queries per chunk (default 1)")
     run.add_argument("--max-chunks", type=int, help="write queries for a stable sample of this many chunks (default 2500; 0 = all)")
+    run.add_argument("--fewshot", choices=["generic", "logged", "auto"],
+                     help="the query writer's examples: generic (default), logged (queries from --feedback, in your "
+                          "users' style), auto (logged when the log has enough)")
     run.add_argument("--label-queries", type=int, help="queries the judge labels (default 300; 0 = all)")
     run.add_argument("--candidates", type=int, help="candidates judged per labelled query (default 3)")
     run.add_argument("--epochs", type=float, help="training epochs (default 1)")

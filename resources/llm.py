@@ -42,7 +42,7 @@ from pydantic import Field, PrivateAttr
 
 from resources import prompts
 from resources.llm_cache import LLMCache, cache_key, text_hash
-from resources.prompts import QUERY_STYLES
+from resources.prompts import ALL_STYLES
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ class QueryRequest:
     text: str  # the passage
     style: str  # one of QUERY_STYLES
     n: int = 1  # how many queries of this style to write for this chunk
+    examples: tuple[tuple[str, str], ...] = ()  # logged (passage, query) few-shot examples; () = the generic ones
 
 
 @dataclass(frozen=True)
@@ -211,10 +212,12 @@ class LLMResource(dg.ConfigurableResource):
         return raws, hits
 
     def _query_calls(self, req: QueryRequest, version: str, model: str) -> list[_Call]:
-        if req.style not in QUERY_STYLES:
+        if req.style not in ALL_STYLES:
             raise ValueError(
-                f"Unknown query style {req.style!r} for chunk {req.chunk_id}: use one of {', '.join(QUERY_STYLES)}."
+                f"Unknown query style {req.style!r} for chunk {req.chunk_id}: use one of {', '.join(ALL_STYLES)}."
             )
+        if req.examples:
+            version = f"{version}+{prompts.examples_version(req.examples)}"
         passage_hash = text_hash(prompts.truncate_passage(req.text, self.max_passage_chars))
         settings = self._generation_signature()
         calls = []
@@ -248,9 +251,10 @@ class LLMResource(dg.ConfigurableResource):
                 for text in parsed[: call.payload[2]]:
                     candidates.append(text)
                     cached.setdefault(" ".join(text.split()), call.key in hits)
-            kept, why = prompts.filter_queries(candidates, req.text, req.style)
+            kept, why = prompts.filter_queries(candidates, req.text, req.style, req.examples)
             reasons.update(why)
-            results += [GeneratedQuery(req.chunk_id, req.style, q, model, version, cached.get(q, False)) for q in kept]
+            used = f"{version}+{prompts.examples_version(req.examples)}" if req.examples else version
+            results += [GeneratedQuery(req.chunk_id, req.style, q, model, used, cached.get(q, False)) for q in kept]
         stats.filtered = sum(reasons.values())
         stats.filter_reasons = dict(reasons)
         return results, stats

@@ -235,7 +235,8 @@ class LocalGGUFLLMResource(LLMResource):
 
         model, tokenizer = self.load()
         jobs = [
-            (c, prompts.build_fewshot_query_prompt(c.payload[0].text, c.payload[0].style, self.max_passage_chars))
+            (c, prompts.build_fewshot_query_prompt(c.payload[0].text, c.payload[0].style, self.max_passage_chars,
+                                                   c.payload[0].examples))
             for c in calls
         ]
         stop = [tokenizer.eos_token_id, *self._stop_ids] if tokenizer.eos_token_id is not None else self._stop_ids

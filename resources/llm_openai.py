@@ -148,7 +148,8 @@ class OpenAICompatibleLLMResource(LLMResource):
     def _run_query_calls(self, calls: list[_Call], emit: Callable, fail: Callable) -> None:
         def work(call: _Call) -> str:
             req, _, count = call.payload
-            messages = prompts.build_chat_query_messages(req.text, req.style, count, self.max_passage_chars)
+            messages = prompts.build_chat_query_messages(req.text, req.style, count, self.max_passage_chars,
+                                                         req.examples)
             return self._complete(WrittenQueries, messages, self.query_temperature)
 
         self._run_parallel(calls, work, emit, fail)

@@ -23,6 +23,9 @@ import re
 from collections import Counter
 
 QUERY_STYLES: tuple[str, ...] = ("question", "keywords", "claim")
+USER_STYLE = "user"   # the team's own users' style, learnt from logged queries shown as the few-shot examples
+ALL_STYLES: tuple[str, ...] = (*QUERY_STYLES, USER_STYLE)
+EXAMPLE_PASSAGE_CHARS = 400   # a logged example's passage in the prompt: 4 examples stay under ~500 prompt tokens
 
 FEWSHOT_QUERY_PROMPT_VERSION = "fewshot-query-v1"  # local base model, one query per completion
 QL_JUDGE_PROMPT_VERSION = "ql-judge-v1"  # local query-likelihood judge (the prefix below)
@@ -32,7 +35,7 @@ CHAT_JUDGE_PROMPT_VERSION = "chat-judge-v1"  # OpenAI-compatible endpoint, JSON 
 DEFAULT_MAX_PASSAGE_CHARS = 2000  # ~450 Gemma tokens of English: a whole prompt stays well under 1k tokens
 
 # The label that introduces the query in the few-shot prompt, per style.
-_FEWSHOT_LABELS = {"question": "Question", "keywords": "Search query", "claim": "Claim"}
+_FEWSHOT_LABELS = {"question": "Question", "keywords": "Search query", "claim": "Claim", USER_STYLE: "Query"}
 
 # Three short, varied, generic passages (science, software, history) and one query per style for each.
 _FEWSHOT_EXAMPLES: tuple[tuple[str, dict[str, str]], ...] = (
@@ -83,14 +86,26 @@ _CHAT_STYLE_INSTRUCTIONS = {
     " search engine to find this passage",
     "claim": "one-sentence factual claims that this passage supports, as a person might state them to"
     " fact-check",
+    USER_STYLE: "search queries written the way this team's users write theirs (the examples below are real ones)",
 }
 
 _QL_PREFIX = "Passage: {passage}\nA question about this passage:"
 
 
 def _check_style(style: str) -> None:
-    if style not in QUERY_STYLES:
-        raise ValueError(f"Unknown query style {style!r}: use one of {', '.join(QUERY_STYLES)}.")
+    if style not in ALL_STYLES:
+        raise ValueError(f"Unknown query style {style!r}: use one of {', '.join(ALL_STYLES)}.")
+
+
+Examples = tuple[tuple[str, str], ...]   # (passage, query) pairs: logged queries and a passage they cited
+
+
+def examples_version(examples: Examples) -> str:
+    """A short hash of the few-shot examples: part of the prompt version, so new examples are new cache keys."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([list(e) for e in examples]).encode()).hexdigest()[:12]
+    return f"ex-{h}"
 
 
 def truncate_passage(passage: str, max_chars: int = DEFAULT_MAX_PASSAGE_CHARS) -> str:
@@ -106,15 +121,22 @@ def truncate_passage(passage: str, max_chars: int = DEFAULT_MAX_PASSAGE_CHARS) -
 
 
 def build_fewshot_query_prompt(
-    passage: str, style: str, max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS
+    passage: str, style: str, max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS, examples: Examples = ()
 ) -> str:
-    """A completion prompt for a base model: three examples, then the passage and the open label.
+    """A completion prompt for a base model: three generic examples (or the given logged (passage, query)
+    examples, which replace them), then the passage and the open label.
 
     The model is expected to continue with ` <query>\\n`; `parse_generated_query` takes the first line.
     """
     _check_style(style)
     label = _FEWSHOT_LABELS[style]
-    blocks = [f"Passage: {text}\n{label}: {queries[style]}" for text, queries in _FEWSHOT_EXAMPLES]
+    if examples:
+        blocks = [f"Passage: {truncate_passage(text, EXAMPLE_PASSAGE_CHARS)}\n{label}: {' '.join(q.split())}"
+                  for text, q in examples]
+    elif style == USER_STYLE:
+        raise ValueError("the 'user' style needs logged examples: it writes in the style they show")
+    else:
+        blocks = [f"Passage: {text}\n{label}: {queries[style]}" for text, queries in _FEWSHOT_EXAMPLES]
     blocks.append(f"Passage: {truncate_passage(passage, max_passage_chars)}\n{label}:")
     return "\n\n".join(blocks)
 
@@ -125,7 +147,7 @@ def build_ql_judge_prefix(passage: str, max_passage_chars: int = DEFAULT_MAX_PAS
 
 
 def build_chat_query_messages(
-    passage: str, style: str, n: int, max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS
+    passage: str, style: str, n: int, max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS, examples: Examples = ()
 ) -> list[dict[str, str]]:
     """Chat messages asking for `n` queries of one style, answered as {"queries": [...]}."""
     _check_style(style)
@@ -141,6 +163,9 @@ def build_chat_query_messages(
         " from the others in wording and focus.\n\n"
         f"Passage:\n{truncate_passage(passage, max_passage_chars)}"
     )
+    if examples:
+        shown = "\n".join(f"- {' '.join(q.split())}" for _, q in examples)
+        user += f"\n\nReal queries from this team's users, for their style (not their topics):\n{shown}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -303,7 +328,7 @@ def normalise_query(query: str) -> str:
 
 
 def filter_queries(
-    queries: list[str | None], passage: str, style: str = "question"
+    queries: list[str | None], passage: str, style: str = "question", examples: Examples = ()
 ) -> tuple[list[str], Counter]:
     """Keep the usable queries written for one passage; count why the others were dropped.
 
@@ -314,7 +339,7 @@ def filter_queries(
     - `fewshot_echo`: copied from the prompt's examples, not written about the passage: it uses a word
       of the examples' topics (FEWSHOT_MARKERS) that the passage does not, or at least 3 tokens and half
       of its tokens come from one example query and not from the passage ("The Hanese League
-      controlled trade for about four hundred year").
+      controlled trade for about four hundred year"). With logged examples, against those examples' queries.
     - `near_copy`: the query restates the passage instead of asking for it, which makes the pair
       trivially easy: at least 90% of its tokens lie in runs of 3+ consecutive tokens copied, in
       order, from the passage (a sentence lifted with a word dropped or changed still counts; only for
@@ -333,11 +358,11 @@ def filter_queries(
         words = text.split()
         if not text:
             reasons["empty"] += 1
-        elif len(text) < MIN_QUERY_CHARS or (style != "keywords" and len(words) < MIN_QUERY_WORDS):
+        elif len(text) < MIN_QUERY_CHARS or (style not in ("keywords", USER_STYLE) and len(words) < MIN_QUERY_WORDS):
             reasons["too_short"] += 1
         elif len(words) > MAX_QUERY_WORDS:
             reasons["too_long"] += 1
-        elif _echoes_example(_tokens(text), set(passage_tokens)):
+        elif _echoes_example(_tokens(text), set(passage_tokens), examples):
             reasons["fewshot_echo"] += 1
         elif _is_near_copy(_tokens(text), passage_tokens):
             reasons["near_copy"] += 1
@@ -352,10 +377,12 @@ def filter_queries(
 _EXAMPLE_QUERY_TOKENS = [set(_tokens(q)) for _, queries in _FEWSHOT_EXAMPLES for q in queries.values()]
 
 
-def _echoes_example(query_tokens: list[str], passage_tokens: set[str]) -> bool:
-    if (FEWSHOT_MARKERS & set(query_tokens)) - passage_tokens:
+def _echoes_example(query_tokens: list[str], passage_tokens: set[str], examples: Examples = ()) -> bool:
+    if not examples and (FEWSHOT_MARKERS & set(query_tokens)) - passage_tokens:
         return True
-    for example in _EXAMPLE_QUERY_TOKENS:
+    if examples and " ".join(query_tokens) in {" ".join(_tokens(q)) for _, q in examples}:
+        return True   # a logged example copied word for word
+    for example in [set(_tokens(q)) for _, q in examples] if examples else _EXAMPLE_QUERY_TOKENS:
         borrowed = sum(1 for t in query_tokens if t in example and t not in passage_tokens)
         if borrowed >= 3 and borrowed >= 0.5 * len(query_tokens):
             return True

@@ -81,7 +81,7 @@ def read_log(path: str, cache_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, Lo
     return combine(aggregates), combine_daily(dailies), report, seen
 
 
-def test_query_texts(human_queries: list) -> set[str]:
+def human_test_texts(human_queries: list) -> set[str]:
     """Normalised texts of every human test query: none of them may reach training or the query writer."""
     return {normalise_query(t) for s in human_queries for t in s.queries.values() if normalise_query(t)}
 
@@ -105,7 +105,7 @@ def feedback(context: dg.AssetExecutionContext, documents: pd.DataFrame, chunks:
         frames.append(judged_rows(qrels_feedback, lambda s: f"qrels/{s.name.rsplit('/', 1)[-1]}"))
     agg = combine(frames) if frames else combine([])
     daily = daily if daily is not None else combine_daily([])
-    pairs, queries, counts = feedback_frames(agg, daily, documents, chunks, test_query_texts(human_queries),
+    pairs, queries, counts = feedback_frames(agg, daily, documents, chunks, human_test_texts(human_queries),
                                              config.weights())
     skipped = {**report.skipped, **{k: v for k, v in counts.items() if k != "test_queries_dropped"}}
     where = path or ("BEIR qrels/train,dev" if qrels_feedback else "")
@@ -143,4 +143,4 @@ def feedback(context: dg.AssetExecutionContext, documents: pd.DataFrame, chunks:
     })
 
 
-__all__ = ["feedback", "FeedbackConfig", "PAIR_COLUMNS", "QUERY_COLUMNS", "test_query_texts"]
+__all__ = ["feedback", "FeedbackConfig", "PAIR_COLUMNS", "QUERY_COLUMNS", "human_test_texts"]

@@ -197,7 +197,7 @@ def triplets_stay_in_split(training_triplets: pd.DataFrame, chunks: pd.DataFrame
     return dg.AssetCheckResult(passed=bad == 0, metadata={"cross_split_rows": bad, "rows": len(training_triplets)})
 
 
-def test_queries_in_training(triplets: pd.DataFrame, test_queries: set[str]) -> list[str]:
+def leaked_test_queries(triplets: pd.DataFrame, test_queries: set[str]) -> list[str]:
     """Training anchors whose normalised text is a human test query's: must be none."""
     from resources.prompts import normalise_query
 
@@ -208,12 +208,12 @@ def test_queries_in_training(triplets: pd.DataFrame, test_queries: set[str]) -> 
 @dg.asset_check(asset=training_triplets, blocking=True, additional_ins={"human_queries": dg.AssetIn("human_queries")},
                 description="No human test query (normalised text) is a training or validation anchor.")
 def no_test_query_in_training(training_triplets: pd.DataFrame, human_queries: list) -> dg.AssetCheckResult:
-    from assets.feedback import test_query_texts
+    from assets.feedback import human_test_texts
 
-    leaked = test_queries_in_training(training_triplets, test_query_texts(human_queries))
+    leaked = leaked_test_queries(training_triplets, human_test_texts(human_queries))
     return dg.AssetCheckResult(passed=not leaked, metadata={
         "leaked_queries": len(leaked), "examples": dg.MetadataValue.json(leaked[:10]),
-        "test_queries": len(test_query_texts(human_queries)),
+        "test_queries": len(human_test_texts(human_queries)),
         "feedback_rows": int((training_triplets["origin"] == "feedback").sum())})
 
 

@@ -4,6 +4,9 @@ import pytest
 from assets.queries import QueryGenConfig, plan_requests, queries_frame
 from resources.llm import GeneratedQuery
 
+NO_LOG = {"logged_queries": pd.DataFrame(columns=["query_id", "text", "norm"]),
+          "feedback_pairs": pd.DataFrame(columns=["query_id", "doc_id", "chunk_id", "grade", "label"]),
+          "human_queries": []}
 CHUNKS = pd.DataFrame({"chunk_id": [f"c{i}" for i in range(30)], "doc_id": [f"d{i}" for i in range(30)],
                        "text": [f"passage number {i} about flow and lift over wings" for i in range(30)]})
 
@@ -41,7 +44,7 @@ def test_asset_with_a_fake_llm_reports_counts(fake_llm):
 
     from assets.queries import synthetic_queries
 
-    out = synthetic_queries(context=dg.build_asset_context(), chunks=CHUNKS, llm=fake_llm,
+    out = synthetic_queries(context=dg.build_asset_context(), chunks=CHUNKS, **NO_LOG, llm=fake_llm,
                             config=QueryGenConfig(queries_per_chunk=2, max_chunks=10))
     df, meta = out.value, out.metadata
     assert len(df) > 0 and set(df["chunk_id"]) <= set(CHUNKS["chunk_id"])
@@ -62,4 +65,56 @@ def test_asset_fails_clearly_when_nothing_usable_comes_back(fake_llm):
             return [], CallStats(calls=len(requests), filtered=len(requests), filter_reasons={"empty": len(requests)})
 
     with pytest.raises(ValueError, match="wrote no usable query"):
-        synthetic_queries(context=dg.build_asset_context(), chunks=CHUNKS, llm=Silent(), config=QueryGenConfig())
+        synthetic_queries(context=dg.build_asset_context(), chunks=CHUNKS, **NO_LOG, llm=Silent(), config=QueryGenConfig())
+
+
+def _logged():
+    from assets.feedback.resolve import logged_query_id
+
+    texts = ["lift of swept wings", "what is a heat flux gauge", "shock reflection nozzle", "a test query"]
+    queries = pd.DataFrame({"query_id": [logged_query_id(t) for t in texts], "text": texts, "norm": texts})
+    pairs = pd.DataFrame({"query_id": queries["query_id"], "doc_id": ["d1", "d2", "d3", "d4"],
+                          "chunk_id": ["c1", None, "c3", "c4"], "grade": [3, 2, 3, 3], "label": ["positive"] * 4})
+    return queries, pairs
+
+
+def test_logged_examples_never_show_a_test_query_and_are_stable():
+    from assets.queries import logged_examples
+
+    queries, pairs = _logged()
+    examples = logged_examples(queries, pairs, CHUNKS, 10, exclude={"a test query"})
+    assert sorted(q for _, q in examples) == ["lift of swept wings", "shock reflection nozzle",
+                                              "what is a heat flux gauge"]
+    passage = dict((q, p) for p, q in examples)
+    assert passage["what is a heat flux gauge"] == CHUNKS.set_index("doc_id").loc["d2", "text"]   # doc -> its chunk
+    assert logged_examples(queries, pairs, CHUNKS, 2, exclude=set()) == logged_examples(queries, pairs, CHUNKS, 2, set())
+    assert logged_examples(queries.iloc[:0], pairs, CHUNKS, 4, set()) == ()
+
+
+def test_logged_examples_replace_the_generic_ones_in_the_users_style():
+    from resources import prompts
+
+    examples = (("Flow over a swept wing stalls at the tip first.", "swept wing tip stall"),)
+    reqs = plan_requests(CHUNKS, QueryGenConfig(), examples)
+    assert {r.style for r in reqs} == {"user"} and all(r.examples == examples for r in reqs)
+    prompt = prompts.build_fewshot_query_prompt("some passage", "user", examples=examples)
+    assert "Query: swept wing tip stall" in prompt and "Hanseatic" not in prompt
+    assert prompt.endswith("Passage: some passage\nQuery:")
+    assert prompts.examples_version(examples) != prompts.examples_version(examples + (("p", "q"),))
+    kept, why = prompts.filter_queries(["swept wing tip stall", "tip vortex of a delta wing"], "delta wing vortex",
+                                       "user", examples)
+    assert kept == ["tip vortex of a delta wing"] and why["fewshot_echo"] == 1
+    with pytest.raises(ValueError, match="needs logged examples"):
+        prompts.build_fewshot_query_prompt("p", "user")
+
+
+def test_the_examples_hash_is_part_of_the_cache_key_and_the_prompt_version(fake_llm, tmp_path):
+    from resources import llm_local
+    from resources.llm import QueryRequest
+
+    llm = llm_local.LocalGGUFLLMResource(cache_path=str(tmp_path / "c.sqlite"))
+    plain = QueryRequest("c1", "text", "question")
+    with_ex = QueryRequest("c1", "text", "user", examples=(("p", "q"),))
+    [a] = llm._query_calls(plain, "v1", "m")
+    [b] = llm._query_calls(with_ex, "v1", "m")
+    assert a.key != b.key
