@@ -1,4 +1,5 @@
-"""`corpus_sensor`: notices new, changed or deleted documents in the corpus and requests an incremental run.
+"""`corpus_sensor`: notices new, changed or deleted documents in the corpus (and files of the feedback log,
+FLYWHEEL_FEEDBACK, listed under "feedback:") and requests an incremental run.
 
 Each tick lists the corpus (FLYWHEEL_CORPUS: a folder, or a .jsonl/.parquet file) as {relative path: size and
 modification time}, cheap even for 100k files since no file is read. The cursor is a digest of that listing;
@@ -74,6 +75,8 @@ def corpus_sensor(job, settings: AutomationSettings, home: Path) -> dg.SensorDef
         if not corpus.exists():
             return dg.SkipReason(f"corpus {corpus} does not exist (FLYWHEEL_CORPUS)")
         snapshot = corpus_snapshot(corpus)
+        if settings.feedback and Path(settings.feedback).exists():   # a new day of the log is a change too
+            snapshot.update({f"feedback:{k}": v for k, v in corpus_snapshot(Path(settings.feedback)).items()})
         digest = snapshot_digest(snapshot)
         if context.cursor == digest:
             return dg.SkipReason(f"no change in {len(snapshot)} files")

@@ -78,3 +78,22 @@ def test_sensor_without_a_corpus_skips_with_the_reason(tmp_path):
     result = defs.resolve_sensor_def("corpus_sensor").evaluate_tick(
         dg.build_sensor_context(instance=dg.DagsterInstance.ephemeral(), definitions=defs))
     assert result.run_requests == [] and "FLYWHEEL_CORPUS" in result.skip_message
+
+
+def test_a_new_day_of_the_feedback_log_requests_a_run_with_the_log_in_its_config(tmp_path):
+    corpus, log = tmp_path / "corpus", tmp_path / "log"
+    corpus.mkdir()
+    log.mkdir()
+    (corpus / "one.txt").write_text("the first document")
+    (log / "2026-11-01.jsonl").write_text('{"query": "q", "doc_id": "one.txt", "signal": "cited"}\n')
+    settings = AutomationSettings.from_env({"FLYWHEEL_CORPUS": str(corpus), "FLYWHEEL_FEEDBACK": str(log)})
+    assert settings.run_config()["ops"]["feedback"]["config"]["path"] == str(log)
+    defs = build_definitions(tmp_path / "home", automation=settings)
+    sensor = defs.resolve_sensor_def("corpus_sensor")
+    instance = dg.DagsterInstance.ephemeral()
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=None, definitions=defs))
+    (log / "2026-11-02.jsonl").write_text('{"query": "r", "doc_id": "one.txt", "signal": "clicked"}\n')
+    [request] = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, cursor=first.cursor,
+                                                             definitions=defs)).run_requests
+    assert request.tags["flywheel/files_added"] == "1"
+    assert request.run_config["ops"]["feedback"]["config"]["path"] == str(log)
