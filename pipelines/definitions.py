@@ -10,9 +10,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets import corpus, evaluation, feedback, indices, labels, promotion, queries, splits, training, triplets
+from assets import (corpus, evaluation, feedback, indices, labels, monitoring, promotion, queries, splits, training,
+                    triplets)
 from pipelines.run_stats import run_stats_asset
-from pipelines.schedules import AutomationSettings, nightly_schedule
+from pipelines.schedules import AutomationSettings, nightly_schedule, query_review_job, query_review_schedule
 from pipelines.sensors import corpus_sensor
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
@@ -20,7 +21,7 @@ from resources.llm import LLMResource, LocalGGUFLLMResource, OpenAICompatibleLLM
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
-STAGES = [corpus, feedback, indices, queries, labels, splits, triplets, training, evaluation, promotion]
+STAGES = [corpus, feedback, indices, queries, labels, splits, triplets, training, evaluation, promotion, monitoring]
 
 EXECUTORS = ("in_process", "multiprocess", "k8s")
 
@@ -83,11 +84,12 @@ def build_definitions(home: Path | None = None, automation: AutomationSettings |
     assets = dg.load_assets_from_modules(STAGES)
     checks = dg.load_asset_checks_from_modules(STAGES)
     stage_keys = [key for a in assets for key in a.keys]
+    review_job = query_review_job()
     return dg.Definitions(
         assets=[*assets, run_stats_asset(stage_keys)],
         asset_checks=checks,
-        jobs=[flywheel_job],
-        schedules=[nightly_schedule(flywheel_job, automation)],
+        jobs=[flywheel_job, review_job],
+        schedules=[nightly_schedule(flywheel_job, automation), query_review_schedule(review_job, automation)],
         sensors=[corpus_sensor(flywheel_job, automation, home)],
         resources=default_resources(home, **resource_overrides),
     )

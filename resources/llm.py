@@ -285,6 +285,11 @@ class LLMResource(dg.ConfigurableResource):
             results.append(Judgment(req.query, req.chunk_id, int(grade), float(value[0]), self._judge_name(), cached))
         return results, stats
 
+    def name_topics(self, groups: list[list[str]]) -> tuple[list[str | None], CallStats]:
+        """A short name for each group of user queries, where the backend can write one. Not available by default
+        (the local base model cannot follow the instruction): None for each group, and no call is made."""
+        return [None] * len(groups), CallStats()
+
 
 # The two backends live in their own modules; they are re-exported here so `resources.llm` stays the one
 # import for callers.

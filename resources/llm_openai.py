@@ -8,7 +8,8 @@ from typing import Any
 from pydantic import BaseModel, Field, PrivateAttr
 
 from resources import prompts
-from resources.llm import JudgeRequest, LLMResource, _Call
+from resources.llm import CallStats, JudgeRequest, LLMResource, _Call
+from resources.llm_cache import cache_key
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +23,10 @@ class WrittenQueries(BaseModel):
 class RelevanceGrade(BaseModel):
     grade: int = Field(ge=0, le=3)
     reason: str = ""
+
+
+class TopicName(BaseModel):
+    name: str
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -161,6 +166,24 @@ class OpenAICompatibleLLMResource(LLMResource):
             return self._complete(RelevanceGrade, messages, self.judge_temperature)
 
         self._run_parallel(calls, work, emit, fail)
+
+    def name_topics(self, groups: list[list[str]]) -> tuple[list[str | None], CallStats]:
+        """One cached chat call per group of queries (keyed by the queries): a name, or None if unreadable/failed."""
+        stats, version = CallStats(), prompts.CHAT_TOPIC_PROMPT_VERSION
+        calls = [_Call(cache_key("topic", version, self.model, self._judge_signature(), *group), group)
+                 for group in groups]
+
+        def run(todo: list[_Call], emit: Callable, fail: Callable) -> None:
+            def work(call: _Call) -> str:
+                return self._complete(TopicName, prompts.build_chat_topic_messages(call.payload),
+                                      self.judge_temperature)
+
+            self._run_parallel(todo, work, emit, fail)
+
+        raws, _ = self._run_cached("topic", version, calls, run, stats, None)
+        names = [prompts.parse_topic_name(raws.get(call.key)) for call in calls]
+        stats.parse_failures = sum(call.key in raws and name is None for call, name in zip(calls, names))
+        return names, stats
 
 
 def _completion_text(completion: Any) -> str:

@@ -31,6 +31,7 @@ FEWSHOT_QUERY_PROMPT_VERSION = "fewshot-query-v1"  # local base model, one query
 QL_JUDGE_PROMPT_VERSION = "ql-judge-v1"  # local query-likelihood judge (the prefix below)
 CHAT_QUERY_PROMPT_VERSION = "chat-query-v1"  # OpenAI-compatible endpoint, JSON list of queries
 CHAT_JUDGE_PROMPT_VERSION = "chat-judge-v1"  # OpenAI-compatible endpoint, JSON grade 0..3
+CHAT_TOPIC_PROMPT_VERSION = "chat-topic-v1"  # OpenAI-compatible endpoint, JSON name of a group of user queries
 
 DEFAULT_MAX_PASSAGE_CHARS = 2000  # ~450 Gemma tokens of English: a whole prompt stays well under 1k tokens
 
@@ -182,6 +183,16 @@ def build_chat_judge_messages(
         'Reply with JSON only, in the form {"grade": <0, 1, 2 or 3>, "reason": "<one short sentence>"}.'
     )
     user = f"Query: {query.strip()}\n\nPassage:\n{truncate_passage(passage, max_passage_chars)}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def build_chat_topic_messages(queries: list[str], max_words: int = 5) -> list[dict[str, str]]:
+    """Chat messages asking for a short name of what a group of users' search queries is about, as {"name": "..."}."""
+    system = (
+        "You name groups of search queries that users typed into a document search engine. "
+        f'Reply with JSON only, in the form {{"name": "<at most {max_words} words>"}}.'
+    )
+    user = "What are these queries about? Name the topic they share.\n\n" + "\n".join(f"- {q.strip()}" for q in queries)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -397,3 +408,11 @@ def _is_near_copy(query_tokens: list[str], passage_tokens: list[str]) -> bool:
     if copied and copied >= COPY_PASSAGE_FRACTION * len(passage_tokens):
         return True
     return len(query_tokens) >= COPY_MIN_TOKENS and copied >= COPY_SPAN_FRACTION * len(query_tokens)
+
+
+def parse_topic_name(raw: str | None, max_chars: int = 60) -> str | None:
+    """The name from a topic answer ({"name": "..."}), stripped and cut to `max_chars`; None if there is none."""
+    value = _first_json_value(raw) if raw else None
+    name = value.get("name") if isinstance(value, dict) else None
+    name = " ".join(str(name).split()).strip(_QUOTES + " .") if name is not None else ""
+    return name[:max_chars] or None

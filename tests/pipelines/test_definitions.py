@@ -242,3 +242,17 @@ def test_the_feedback_log_is_read_counted_blended_and_split_seen_unseen(tiny_run
     run = __import__("mlflow").MlflowClient(f"sqlite:///{home / 'mlflow.db'}").get_run(
         result.output_for_node("finetuned_biencoder")["mlflow_run_id"])
     assert int(run.data.params["n_train_feedback"]) == int((fb["split"] == "train").sum())
+
+
+def test_the_review_queue_and_the_segments_come_from_the_log(tiny_run):
+    import pandas as pd
+
+    home, result = tiny_run
+    queue = pd.read_parquet(home / "reports" / "review_queue.parquet")
+    logged = result.output_for_node("feedback", "logged_queries")
+    assert 0 < len(queue) <= len(logged) and set(queue["query_id"]) <= set(logged["query_id"])
+    assert queue["precision"].is_monotonic_increasing or queue["precision"].isna().any()
+    segments = json.loads((home / "reports" / "segments.json").read_text())["segments"]
+    assert segments and sum(s["n_queries"] for s in segments) == len(logged)
+    assert {"name", "n_queries", "share", "examples", "precision", "trend"} <= set(segments[0])
+    assert abs(sum(s["share"] for s in segments) - 1.0) < 1e-6

@@ -307,6 +307,8 @@ class FakeChatServer:
             n = int(user.split()[1])  # "Write <n> ..."
             subject = user.split("Passage:\n", 1)[1].split()[1]
             return 200, json.dumps({"queries": [f"query {i} about {subject}" for i in range(n)]})
+        if '"name"' in body["messages"][0]["content"]:  # a topic name for a group of queries
+            return 200, json.dumps({"name": f"  about {user.splitlines()[-1][2:]}. "})
         return 200, json.dumps({"grade": 3, "reason": "answers it"})
 
     def close(self):
@@ -384,6 +386,18 @@ def test_remote_judge_grades_and_tolerates_plain_text(fake_server, tmp_path):
     assert stats.parse_failures == 1 and stats.failures == 0
     assert {j.judge for j in judgments} == {"chat:fake-chat"}
     assert fake_server.requests[0]["temperature"] == 0.0
+
+
+def test_remote_names_topics_once_and_the_local_default_names_none(fake_server, tmp_path):
+    groups = [["wing stall", "stall angle"], ["nozzle throat"], ["a BROKEN answer"]]
+    names, stats = _remote(fake_server, tmp_path, parse_retries=0).name_topics(groups)
+    assert names == ["about stall angle", "about nozzle throat", None]
+    assert (stats.calls, stats.parse_failures) == (3, 1)
+    assert "wing stall" in fake_server.requests[0]["messages"][1]["content"]
+    again, stats2 = _remote(fake_server, tmp_path).name_topics(groups)
+    assert again == names and (stats2.calls, stats2.cache_hits) == (0, 3)
+    local = LocalGGUFLLMResource(cache_path="", model_path=str(tmp_path / "nope.gguf"))   # never loaded
+    assert local.name_topics(groups)[0] == [None, None, None] and local.name_topics(groups)[1].calls == 0
 
 
 def test_remote_concurrency_is_bounded(fake_server, tmp_path):
