@@ -46,6 +46,7 @@ def build_run_config(args: argparse.Namespace) -> dict:
                                     "learning_rate": args.learning_rate, "interpolation": args.interpolation}
                                    if args.distill else {})},
         "learning_curve": {"sizes": _ints(args.curve_sizes), "seeds": _ints(args.curve_seeds),
+                           "logged_sizes": _ints(getattr(args, "curve_logged_sizes", None)),
                            "enabled": False if args.no_learning_curve else None,
                            "epochs": args.epochs, "learning_rate": args.learning_rate,   # the shipped model's recipe
                            "interpolation": args.interpolation},
@@ -184,10 +185,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
     procs = [
         subprocess.Popen([str(bin_dir / "dagster-webserver"), "-m", "pipelines.definitions", "-h", "127.0.0.1",
                           "-p", str(args.dagster_port)], env=env),
+        # the daemon starts the runs the UI queues (a "Materialize" click; the instance queues runs, one at a
+        # time, dagster.yaml) and ticks the schedules and the sensor once they are turned on
+        subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-m", "pipelines.definitions"], env=env),
         subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
                           "--host", "127.0.0.1", "--port", str(args.mlflow_port)], env=env),
     ]
-    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}")
+    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}   "
+          "(and the Dagster daemon: runs launched from the UI, schedules, sensors)")
 
     def _stop(signum, frame):
         raise KeyboardInterrupt
@@ -239,6 +244,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--rerank-first-stages", help="comma list for the fine-tuned reranker (default: all five)")
     run.add_argument("--curve-sizes",
                      help="learning curve: comma list of training-example counts (default 100,300)")
+    run.add_argument("--curve-logged-sizes",
+                     help="learning curve with a feedback log: comma list of logged training queries (default 25,50,100)")
     run.add_argument("--curve-seeds", help="learning curve: comma list of seeds, one training each (default 0,1)")
     run.add_argument("--no-learning-curve", action="store_true",
                      help="skip the learning curve (it trains len(sizes) x len(seeds) extra models)")

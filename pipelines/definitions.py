@@ -66,7 +66,7 @@ def default_resources(home: Path, llm: LLMResource | None = None, embedder: Embe
         "io_manager": dg.FilesystemIOManager(base_dir=str(home / "storage")),   # outputs persist in the home
         "workspace": WorkspaceResource(home=str(home)),
         "llm": llm or default_llm(home),
-        "embedder": embedder or EmbedderResource(),
+        "embedder": embedder or EmbedderResource(model=os.environ.get("FLYWHEEL_BASE_MODEL", "")),   # as --base-model
         "lancedb": LanceDBResource(uri=os.environ.get("FLYWHEEL_LANCEDB_URI") or str(home / "lancedb")),
         "mlflow": MLflowResource(tracking_uri=os.environ.get("FLYWHEEL_MLFLOW_TRACKING_URI")
                                  or f"sqlite:///{home / 'mlflow.db'}"),
@@ -80,7 +80,8 @@ def build_definitions(home: Path | None = None, automation: AutomationSettings |
     environment (FLYWHEEL_EXECUTOR: in_process, multiprocess or k8s)."""
     home = Path(home) if home else default_home()
     automation = automation or AutomationSettings.from_env()
-    flywheel_job = make_flywheel_job(executor or os.environ.get("FLYWHEEL_EXECUTOR", "in_process"))
+    executor = executor or os.environ.get("FLYWHEEL_EXECUTOR", "in_process")
+    flywheel_job = make_flywheel_job(executor)
     assets = dg.load_assets_from_modules(STAGES)
     checks = dg.load_asset_checks_from_modules(STAGES)
     stage_keys = [key for a in assets for key in a.keys]
@@ -92,6 +93,7 @@ def build_definitions(home: Path | None = None, automation: AutomationSettings |
         schedules=[nightly_schedule(flywheel_job, automation), query_review_schedule(review_job, automation)],
         sensors=[corpus_sensor(flywheel_job, automation, home)],
         resources=default_resources(home, **resource_overrides),
+        executor=flywheel_job.executor_def,   # assets materialized from the UI run like the job (in-process here)
     )
 
 

@@ -116,7 +116,7 @@ def weekly_trend(daily: dict[str, int], days: pd.DatetimeIndex) -> float | None:
     if y.mean() <= 0:
         return None
     slope = np.polyfit(np.arange(len(y), dtype=float), y, 1)[0]
-    return float(7 * slope / y.mean())
+    return round(float(7 * slope / y.mean()), 6) + 0.0   # + 0.0: a flat segment reads 0, not -0
 
 
 def sum_daily(dicts) -> dict[str, int]:

@@ -3,6 +3,8 @@ then headless Chromium (Debian's, driven by Selenium) opens four pages and each 
 
 1. the Dagster asset graph        2. the evaluation_report asset with its latest materialization's metadata
 3. the MLflow experiment's runs   4. MLflow's comparison of the two training runs
+5-6. query_review and query_segments, materialized from the Dagster UI (its Materialize button; the daemon
+     that `flywheel ui` starts runs them) and their metadata: the review queue and the segments with their plot
 
 Screenshots go to $FLYWHEEL_TEST_ARTIFACTS/ui/ (default <repo>/test-artifacts/ui/), one PNG a page, kept for
 a person to look at. Skipped when /usr/bin/chromium or /usr/bin/chromedriver is missing (`.ci/run` installs
@@ -42,7 +44,7 @@ CONFIG = {"ops": {
     "finetuned_biencoder": {"config": {"max_steps": 2, "batch_size": 8, "evals_per_run": 1,
                                        "min_change_to_retrain": 0}},   # the second run trains again: two runs to compare
     "finetuned_crossencoder": {"config": {"max_steps": 2, "batch_size": 8, "evals_per_run": 1, "max_length": 64}},
-    "learning_curve": {"config": {"sizes": [4], "seeds": [0], "batch_size": 8}},   # one small model
+    "learning_curve": {"config": {"sizes": [4], "logged_sizes": [4], "seeds": [0], "batch_size": 8}},   # one model
 }}
 
 
@@ -68,7 +70,7 @@ def ports():
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory, tiny_beir, tiny_model_path, ports):
+def home(tmp_path_factory, tiny_beir, tiny_model_path, tiny_feedback_log, ports):
     """A home as `flywheel run` leaves it, twice over: the runs are in <home>/dagster's instance (what the UI
     reads) and each trained a bi-encoder, tracked as its own MLflow run."""
     from tests.conftest import fake_llm_class
@@ -77,7 +79,8 @@ def home(tmp_path_factory, tiny_beir, tiny_model_path, ports):
     (home / "dagster").mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster" / "dagster.yaml")
     instance = dg.DagsterInstance.from_config(str(home / "dagster"))
-    config = {"ops": {**CONFIG["ops"], "corpus": {"config": {"path": str(tiny_beir)}}}}
+    config = {"ops": {**CONFIG["ops"], "corpus": {"config": {"path": str(tiny_beir)}},
+                      "feedback": {"config": {"path": str(tiny_feedback_log)}}}}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("FLYWHEEL_MLFLOW_UI", f"http://127.0.0.1:{ports['mlflow']}")   # the run links in the metadata
         for _ in range(2):
@@ -105,10 +108,12 @@ def training_runs(home):
 
 
 @pytest.fixture(scope="module")
-def servers(home, ports):
-    """`flywheel ui --home <home>` on free ports, from this checkout; stopped after the module's tests."""
+def servers(home, ports, tiny_model_path):
+    """`flywheel ui --home <home>` on free ports, from this checkout; stopped after the module's tests. The UI's
+    runs use the tiny model the home was built with (FLYWHEEL_BASE_MODEL) and the bundled local LLM."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "FLYWHEEL_BASE_MODEL": tiny_model_path}
     log = open(ARTIFACTS / "servers.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "flywheel"), "ui", "--home", str(home),
                              "--dagster-port", str(ports["dagster"]), "--mlflow-port", str(ports["mlflow"])],
@@ -321,3 +326,56 @@ def close_mlflow_assistant(driver) -> None:
         if button.is_displayed():
             button.click()
     wait_for(driver, "no assistant panel", lambda d: "Ask a question" not in body_text(d))
+
+
+def latest_materialization(url: str, asset: str) -> str | None:
+    """The run id of the asset's latest materialization, from the webserver's GraphQL API."""
+    query = ('{ assetNodes(assetKeys: [{path: ["%s"]}]) { assetMaterializations(limit: 1) { runId } } }' % asset)
+    req = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query}).encode(),
+                                 headers={"content-type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        nodes = json.loads(resp.read())["data"]["assetNodes"]
+    found = nodes[0]["assetMaterializations"] if nodes else []
+    return found[0]["runId"] if found else None
+
+
+def materialize_from_the_ui(browser, url: str, asset: str, timeout: float = 600) -> str:
+    """Open the asset's page, press Materialize as a user would, and wait until a new materialization lands."""
+    before = latest_materialization(url, asset)
+    show(browser, f"{url}/assets/{asset}", asset, "Materialize")
+    click(browser, "//button[normalize-space()='Materialize']")
+    deadline = time.time() + timeout
+    while (now := latest_materialization(url, asset)) in (None, before):
+        assert time.time() < deadline, f"{asset} was not materialized from the UI within {timeout:.0f} s; see " \
+                                       f"{ARTIFACTS / 'servers.log'}"
+        time.sleep(2)
+    return now
+
+
+def test_the_review_and_the_segments_materialize_from_the_dagster_ui(browser, servers):
+    """A Materialize click on each asset's page runs it (queued, started by the daemon, with the bundled local
+    judge), and the page then shows the new materialization's metadata: the worst queries first, and the
+    segments with their plot."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    materialize_from_the_ui(browser, servers["dagster"], "query_review")
+    show(browser, f"{servers['dagster']}/assets/query_review", "Latest materialization", "n_sampled",
+         "mean_precision", "worst", "query_id text precision top_cosine", "how does")
+    [worst] = [e for e in browser.find_elements(By.XPATH, "//td[normalize-space()='worst']") if e.is_displayed()]
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", worst)   # the queue itself in view
+    screenshot(browser, "5_dagster_query_review")
+    materialize_from_the_ui(browser, servers["dagster"], "query_segments")
+    show(browser, f"{servers['dagster']}/assets/query_segments", "Latest materialization", "n_segments", "silhouette",
+         "[Show Markdown]")
+    click(browser, "(//a[normalize-space()='[Show Markdown]'])[1]")   # the segments table
+    wait_for(browser, "the segments table", lambda d: all(t in body_text(d) for t in ("name", "share", "examples",
+                                                                                       "precision", "trend")))
+    screenshot(browser, "6_dagster_query_segments")
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    click(browser, "(//a[normalize-space()='[Show Markdown]'])[2]")   # the plot
+    wait_for(browser, "the segments plot", lambda d: any(
+        (img.get_attribute("src") or "").startswith("data:image/png") and img.is_displayed()
+        for img in d.find_elements(By.TAG_NAME, "img")))
+    screenshot(browser, "7_dagster_query_segments_plot")
