@@ -51,6 +51,7 @@ def build_run_config(args: argparse.Namespace) -> dict:
                            "epochs": args.epochs, "learning_rate": args.learning_rate,   # the shipped model's recipe
                            "interpolation": args.interpolation},
         "finetuned_crossencoder": {"max_steps": args.reranker_steps},
+        "judge_agreement": {"max_queries": getattr(args, "judge_queries", None)},
         "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
                               "offtheshelf_first_stages": _names(args.offtheshelf_first_stages),
                               "rerank_first_stages": _names(args.rerank_first_stages),
@@ -133,7 +134,10 @@ def run_flywheel(args: argparse.Namespace):
     for run_id in release_abandoned_runs(instance):
         print(f"flywheel: released run {run_id}, whose process is gone", file=sys.stderr)
     only = _names(args.only)
-    selection = ([dg.AssetKey(name) for name in only] if only else None)   # the rest is read from <home>/storage
+    selection = None   # the rest is read from <home>/storage; a multi-asset's outputs go together (corpus, feedback)
+    if only:
+        selection = sorted(dg.AssetSelection.assets(*only).required_multi_asset_neighbors()
+                           .resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string())
     result = job.execute_in_process(run_config=build_run_config(args), instance=instance, raise_on_error=False,
                                     asset_selection=selection,
                                     tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
@@ -227,6 +231,8 @@ def parser() -> argparse.ArgumentParser:
                      help="the query writer's examples: generic (default), logged (queries from --feedback, in your "
                           "users' style), auto (logged when the log has enough)")
     run.add_argument("--label-queries", type=int, help="queries the judge labels (default 300; 0 = all)")
+    run.add_argument("--judge-queries", type=int,
+                     help="human queries per set on which the judge is measured against the labels (default 60)")
     run.add_argument("--candidates", type=int, help="candidates judged per labelled query (default 3)")
     run.add_argument("--epochs", type=float, help="training epochs (default 1)")
     run.add_argument("--max-steps", type=int, help="> 0 overrides --epochs")

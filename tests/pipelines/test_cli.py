@@ -96,3 +96,19 @@ def test_run_with_only_some_assets_reports_what_it_materialized(tmp_path, tiny_b
     out = capsys.readouterr().out
     assert code == 0, out
     assert "materialized: chunks, corpus" in out and "report:" not in out and "run stats:" not in out
+
+
+def test_feedback_fewshot_and_curve_knobs_reach_their_stages(tmp_path):
+    from pipelines.cli import build_run_config, parser
+
+    log = tmp_path / "log"
+    args = parser().parse_args(["run", "--feedback", str(log), "--fewshot", "logged", "--curve-logged-sizes", "10,20",
+                                "--judge-queries", "5"])
+    ops = build_run_config(args)["ops"]
+    assert ops["feedback"]["config"] == {"path": str(log.resolve())}
+    assert ops["synthetic_queries"]["config"]["fewshot"] == "logged"
+    assert ops["learning_curve"]["config"]["logged_sizes"] == [10, 20]
+    assert ops["judge_agreement"]["config"] == {"max_queries": 5}
+    assert "feedback" not in build_run_config(parser().parse_args(["run"]))["ops"]   # FLYWHEEL_FEEDBACK decides
+    only = build_run_config(parser().parse_args(["run", "--feedback", str(log), "--only", "logged_queries"]))["ops"]
+    assert set(only) == {"feedback"}
