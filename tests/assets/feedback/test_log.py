@@ -173,3 +173,20 @@ def test_labels():
     assert [label_of(g, 2) for g in (0, 1, 2, 3)] == ["negative", "neutral", "positive", "positive"]
     row = {"max_grade": -1, "cited": 0, "thumbs_down": 1, "thumbs_up": 2, "clicked": 0, "skipped_above": 0}
     assert pair_grade(row, SignalWeights()) == (2, False)   # more thumbs up than down
+
+
+def test_yesterdays_files_are_read_from_the_cache_tonight(tmp_path):
+    from assets.feedback import read_log
+
+    folder, cache = tmp_path / "log", tmp_path / "cache"
+    folder.mkdir()
+    write_jsonl(folder / "2026-11-01.jsonl", [{"query": "q", "doc_id": "d1", "signal": "clicked"}, "{bad"])
+    agg1, _, report1, files1 = read_log(str(folder), cache)
+    assert files1 == {"files_read": 1, "files_cached": 0} and report1.skipped["bad_json"] == 1
+    write_jsonl(folder / "2026-11-02.jsonl", [{"query": "q", "doc_id": "d1", "signal": "cited"}])
+    agg2, _, report2, files2 = read_log(str(folder), cache)
+    assert files2 == {"files_read": 1, "files_cached": 1}
+    assert report2.rows == 2 and report2.skipped["bad_json"] == 1          # the cached file's counts come back too
+    assert agg2.iloc[0]["clicked"] == 1 and agg2.iloc[0]["cited"] == 1
+    write_jsonl(folder / "2026-11-01.jsonl", [{"query": "q", "doc_id": "d2", "signal": "clicked"}])   # edited
+    assert read_log(str(folder), cache)[3] == {"files_read": 1, "files_cached": 1}
