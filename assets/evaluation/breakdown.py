@@ -88,6 +88,8 @@ def breakdown(per_query: pd.DataFrame, metric: str = "ndcg@10", resamples: int =
     from assets.evaluation.comparisons import compare_to_baselines
 
     out: dict = {"metric": metric}
+    if "feedback" not in per_query:   # rows from before the feedback split: no query has seen documents
+        per_query = per_query.assign(feedback="unseen")
     for key, column in ATTRIBUTES.items():
         groups = {}
         for value, rows in per_query.groupby(column, sort=True):

@@ -50,8 +50,20 @@ def test_breakdown_averages_each_retriever_per_group_with_counts():
     assert list(bd["by_doc_length"]) == ["short", "long"]        # bucket order, not alphabetical
     assert bd["by_doc_length"]["short"]["n_queries"] == 2
     table = breakdown_markdown("synthetic/test", bd)
-    assert "| retriever | keywords (n=1) | question (n=2) | short (n=2) | long (n=1) |" in table
-    assert "| bm25 | 0.000 | 0.750 | 0.250 | 1.000 |" in table
+    assert "| retriever | keywords (n=1) | question (n=2) | short (n=2) | long (n=1) | seen (n=0) | unseen (n=3) |" in table
+    assert "| bm25 | 0.000 | 0.750 | 0.250 | 1.000 |  | 0.500 |" in table
+    assert bd["by_feedback"]["seen"] == {"n_queries": 0, "ndcg@10": {}, "vs_baseline": {}}
+
+
+def test_seen_and_unseen_queries_get_their_own_means_and_paired_deltas():
+    pq = pd.DataFrame({"retriever": ["dense_base"] * 4 + ["dense_finetuned"] * 4, "qid": list("abcd") * 2,
+                       "ndcg@10": [0.2, 0.4, 0.5, 0.5, 0.8, 0.9, 0.5, 0.4], "style": ["human"] * 8,
+                       "doc_length_bucket": ["short"] * 8, "feedback": ["seen", "seen", "unseen", "unseen"] * 2})
+    bd = breakdown(pq, resamples=2000)["by_feedback"]
+    assert bd["seen"]["n_queries"] == 2 and bd["seen"]["ndcg@10"]["dense_finetuned"] == pytest.approx(0.85)
+    seen, unseen = bd["seen"]["vs_baseline"]["dense_finetuned"], bd["unseen"]["vs_baseline"]["dense_finetuned"]
+    assert seen["delta_ndcg@10"] == pytest.approx(0.55) and seen["n_paired"] == 2
+    assert unseen["delta_ndcg@10"] == pytest.approx(-0.05) and unseen["baseline"] == "dense_base"
 
 
 def test_the_report_section_states_the_bucket_rule_before_the_tables():

@@ -58,9 +58,11 @@ def trained_version(world, shift: int) -> dict:
 
 def gate(world, candidate: dict) -> dict:
     _, chunks, human, splits, _, r = world
+    triplets = pd.DataFrame(columns=["query_id", "split", "anchor", "positive_chunk_id", "origin"])   # no feedback
     build_index(dg.build_asset_context(), chunks, r["embedder"], r["lancedb"], "chunks_finetuned",
                 candidate["model_path"])   # as finetuned_index does for each new model
     out = promotion_gate(dg.build_asset_context(), chunks=chunks, query_splits=splits, human_queries=human,
+                         training_triplets=triplets,
                          finetuned_biencoder=candidate, baseline_index={"table": BASELINE_TABLE},
                          finetuned_index={"table": "chunks_finetuned"}, config=PromotionConfig(resamples=2000),
                          **r)
