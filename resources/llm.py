@@ -216,8 +216,7 @@ class LLMResource(dg.ConfigurableResource):
             raise ValueError(
                 f"Unknown query style {req.style!r} for chunk {req.chunk_id}: use one of {', '.join(ALL_STYLES)}."
             )
-        if req.examples:
-            version = f"{version}+{prompts.examples_version(req.examples)}"
+        version = prompts.versioned(version, req.examples)
         passage_hash = text_hash(prompts.truncate_passage(req.text, self.max_passage_chars))
         settings = self._generation_signature()
         calls = []
@@ -253,7 +252,7 @@ class LLMResource(dg.ConfigurableResource):
                     cached.setdefault(" ".join(text.split()), call.key in hits)
             kept, why = prompts.filter_queries(candidates, req.text, req.style, req.examples)
             reasons.update(why)
-            used = f"{version}+{prompts.examples_version(req.examples)}" if req.examples else version
+            used = prompts.versioned(version, req.examples)
             results += [GeneratedQuery(req.chunk_id, req.style, q, model, used, cached.get(q, False)) for q in kept]
         stats.filtered = sum(reasons.values())
         stats.filter_reasons = dict(reasons)

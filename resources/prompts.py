@@ -109,6 +109,11 @@ def examples_version(examples: Examples) -> str:
     return f"ex-{h}"
 
 
+def versioned(version: str, examples: Examples) -> str:
+    """A prompt family's version, with the examples' hash when logged examples replace the generic ones."""
+    return f"{version}+{examples_version(examples)}" if examples else version
+
+
 def truncate_passage(passage: str, max_chars: int = DEFAULT_MAX_PASSAGE_CHARS) -> str:
     """Collapse whitespace and cut to at most `max_chars` characters, at a word boundary when there is one."""
     text = " ".join(passage.split())

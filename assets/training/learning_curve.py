@@ -127,10 +127,11 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
     if unit not in ("examples", "logged_queries"):
         raise ValueError(f"learning_curve unit {config.unit!r}: use auto, examples or logged_queries")
     full_size = len(logged) if unit == "logged_queries" else len(train)
-    sizes, dropped = usable_sizes(config.logged_sizes if unit == "logged_queries" else config.sizes, full_size)
-    if unit == "logged_queries":
+    if unit == "logged_queries":   # one logged query is a point (its rows); "all" covers full_size and more
         sizes = [s for s in sorted(set(config.logged_sizes)) if 1 <= s < full_size]
         dropped = [s for s in config.logged_sizes if s not in sizes]
+    else:
+        sizes, dropped = usable_sizes(config.sizes, full_size)
     if dropped:
         context.log.info(f"learning_curve: sizes {dropped} dropped (the train split has {full_size} {unit})")
 

@@ -37,6 +37,14 @@ class TripletConfig(dg.Config):
     relevant_grade: int = 2
 
 
+def chunk_documents_and_splits(ids: list[str], chunks: pd.DataFrame,
+                               split_config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the chunk matrix: its document ("" when unknown) and that document's split."""
+    chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
+    doc_arr = np.array([chunk_doc.get(c, "") for c in ids])
+    return doc_arr, np.array([document_split(d, split_config) for d in doc_arr])
+
+
 def mine_hard_negatives(q_vec: np.ndarray, pos_ids: list[str], ids: list[str], mat: np.ndarray,
                         row_of: dict[str, int], allowed: np.ndarray, depth: int, margin: float,
                         n: int) -> tuple[list[str], dict]:
@@ -62,9 +70,7 @@ def build_triplets(splits: pd.DataFrame, labels: pd.DataFrame, chunks: pd.DataFr
                    ids: list[str], mat: np.ndarray, config: TripletConfig, split_config: SplitConfig):
     row_of = {c: i for i, c in enumerate(ids)}
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
-    chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
-    doc_arr = np.array([chunk_doc.get(c, "") for c in ids])
-    split_arr = np.array([document_split(d, split_config) for d in doc_arr])
+    doc_arr, split_arr = chunk_documents_and_splits(ids, chunks, split_config)
     relevant = labels[labels["grade"] >= config.relevant_grade].groupby("query_id")["chunk_id"].apply(set).to_dict()
     rows, stats = [], {"too_close": 0, "no_negative": 0}
     for q, v in zip(splits.itertuples(index=False), q_vecs):
@@ -101,8 +107,7 @@ def build_feedback_triplets(pairs: pd.DataFrame, queries: pd.DataFrame, chunks: 
         return pd.DataFrame(columns=TRIPLET_COLUMNS), stats
     row_of = {c: i for i, c in enumerate(ids)}
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
-    doc_arr = np.array([d for d in pd.Series(ids).map(dict(zip(chunks["chunk_id"], chunks["doc_id"]))).fillna("")])
-    split_arr = np.array([document_split(d, split_config) for d in doc_arr])
+    doc_arr, split_arr = chunk_documents_and_splits(ids, chunks, split_config)
     rows_of_doc = pd.Series(np.arange(len(ids))).groupby(doc_arr).apply(np.asarray).to_dict()
     by_query = {qid: g for qid, g in pairs.groupby("query_id")}
     rows = []
@@ -210,10 +215,11 @@ def leaked_test_queries(triplets: pd.DataFrame, test_queries: set[str]) -> list[
 def no_test_query_in_training(training_triplets: pd.DataFrame, human_queries: list) -> dg.AssetCheckResult:
     from assets.feedback import human_test_texts
 
-    leaked = leaked_test_queries(training_triplets, human_test_texts(human_queries))
+    test_texts = human_test_texts(human_queries)
+    leaked = leaked_test_queries(training_triplets, test_texts)
     return dg.AssetCheckResult(passed=not leaked, metadata={
         "leaked_queries": len(leaked), "examples": dg.MetadataValue.json(leaked[:10]),
-        "test_queries": len(human_test_texts(human_queries)),
+        "test_queries": len(test_texts),
         "feedback_rows": int((training_triplets["origin"] == "feedback").sum())})
 
 
