@@ -59,7 +59,7 @@ def build_run_config(args: argparse.Namespace) -> dict:
     }
     selected = set(_names(args.only) or [])
     ops = {op: {"config": {k: v for k, v in cfg.items() if v is not None}} for op, cfg in knobs.items()
-           if not selected or op in selected or (op == "corpus" and {"documents", "human_queries", "qrels_feedback"} & selected)
+           if not selected or op in selected or (op == "corpus" and {"documents", "human_queries", "qrels_feedback", "corpus_report"} & selected)
            or (op == "feedback" and {"feedback_pairs", "logged_queries"} & selected)}
     return {"ops": {op: c for op, c in ops.items() if c["config"]},
             "loggers": {"console": {"config": {"log_level": args.log_level}}}}
@@ -120,8 +120,14 @@ def release_abandoned_runs(instance) -> list[str]:
 
 
 def run_flywheel(args: argparse.Namespace):
-    """Materialize flywheel_job in-process; returns (result, stage seconds). Used by the CLI and bench/."""
+    """Materialize flywheel_job in-process; returns (result, stage seconds). Used by the CLI and bench/.
+
+    A --corpus that does not exist or holds nothing readable raises UnreadableCorpus before anything is created."""
     home = Path(args.home).expanduser().resolve()
+    if args.corpus:
+        from assets.corpus.readers import check_documents
+
+        check_documents(args.corpus)
     prepare_environment(home, offline=not (args.base_model or args.llm_backend == "openai"))
     import dagster as dg
 
@@ -153,7 +159,13 @@ def stage_seconds(result) -> dict[str, float]:
 def cmd_run(args: argparse.Namespace) -> int:
     home = Path(args.home).expanduser().resolve()
     t0 = time.perf_counter()
-    result, seconds = run_flywheel(args)
+    from assets.corpus.readers import UnreadableCorpus
+
+    try:
+        result, seconds = run_flywheel(args)
+    except UnreadableCorpus as e:   # a wrong --corpus: one line, no traceback, nothing created
+        print(f"flywheel: {e}", file=sys.stderr)
+        return 2
     print("stage seconds:\n" + "\n".join(f"  {k:<28} {v:8.1f}" for k, v in seconds.items()), file=sys.stderr)
     if not result.success:
         for event in result.all_events:
@@ -176,6 +188,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("run stats: " + ", ".join(f"{k}={stats.get(k)}" for k in (
             "llm_calls", "llm_cache_hits", "chunks_total", "chunks_new", "chunks_removed", "chunks_embedded",
             "retrained")) + f"\n  {stats.get('retrain_reason')}")
+        if stats.get("input_skipped"):
+            print("input skipped (counted, not fatal): "
+                  + ", ".join(f"{k}={v}" for k, v in stats["input_skipped"].items()))
     report = f"; report: {home / 'reports' / 'evaluation.json'}" if evaluated else ""
     print(f"done in {time.perf_counter() - t0:.0f}s{report}")
     return 0

@@ -23,6 +23,7 @@ import dagster as dg
 from assets.common import markdown_table
 from resources.workspace import WorkspaceResource
 
+INPUT_ASSETS = ("corpus_report", "logged_queries")   # where the corpus and feedback readers count their skips
 CHUNK_KEYS = ("chunks_total", "chunks_new", "chunks_removed", "chunks_unchanged", "documents_new",
               "documents_removed", "documents_changed")
 
@@ -34,6 +35,10 @@ def summarize_run(materializations: dict[str, dict], step_seconds: dict[str, flo
         return {a: int(m[key]) for a, m in sorted(materializations.items()) if isinstance(m.get(key), (int, float))}
 
     calls, hits, embedded = per_asset("llm_calls"), per_asset("llm_cache_hits"), per_asset("chunks_embedded")
+    skipped = {f"{asset}/{k.removeprefix('skipped_')}": int(v) for asset in INPUT_ASSETS
+               for k, v in sorted(materializations.get(asset, {}).items())
+               if (k.startswith("skipped_") or k in ("qrels_missing_document", "human_queries_dropped"))
+               and isinstance(v, (int, float)) and v}
     chunks = materializations.get("chunks", {})
     model = materializations.get("finetuned_biencoder", {})
     return {
@@ -48,6 +53,7 @@ def summarize_run(materializations: dict[str, dict], step_seconds: dict[str, flo
         "llm_calls_by_asset": calls,
         "llm_cache_hits_by_asset": hits,
         "chunks_embedded_by_asset": embedded,
+        "input_skipped": skipped,   # "<asset>/<reason>": count, from the readers of the corpus and the log
         "seconds_by_asset": {k: round(v, 2) for k, v in step_seconds.items()},
         "seconds_total": round(sum(step_seconds.values()), 2),
     }

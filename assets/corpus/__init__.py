@@ -14,7 +14,7 @@ import pandas as pd
 from assets.common import preview, stable_hash
 from assets.corpus.chunking import chunk_documents, load_tokenizer
 from assets.corpus.manifest import chunk_changes, read_manifest, write_manifest
-from assets.corpus.readers import is_beir_folder, read_beir_queries, read_documents
+from assets.corpus.readers import is_beir_folder, read_beir_queries, read_documents, restrict_to_corpus
 from assets.corpus.sample import sample_corpus_path
 from resources.embedder import EmbedderResource
 from resources.workspace import WorkspaceResource
@@ -45,6 +45,9 @@ class ChunkingConfig(dg.Config):
                                                  "qrels other than train/dev): only the evaluation reads them."),
         "qrels_feedback": dg.AssetOut(description="A BEIR folder's qrels/train.tsv and qrels/dev.tsv: judged feedback "
                                                   "that training may read."),
+        "corpus_report": dg.AssetOut(description="What reading the corpus skipped, by reason, and the judgments left "
+                                                 "out because they name a document the corpus lacks: the CLI's final "
+                                                 "summary and evaluation.md show it."),
     },
     group_name="corpus",
     compute_kind="python",
@@ -57,7 +60,12 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig, workspace: W
                          "folder of .md/.txt/.html files, a .jsonl/.parquet of documents, or a BEIR folder")
     name = config.name or path.resolve().name.removesuffix(path.suffix) or "corpus"
     docs.attrs["corpus_name"] = name
-    all_sets = read_beir_queries(path) if is_beir_folder(path) else []
+    all_sets, qrels_dropped = restrict_to_corpus(read_beir_queries(path) if is_beir_folder(path) else [],
+                                                 docs["doc_id"])
+    for set_name, d in qrels_dropped.items():
+        context.log.warning(f"{set_name}: {d['qrels_missing_document']} judgments name a document the corpus lacks "
+                            f"(e.g. {', '.join(d['examples'][:3])}); left out, and {d['queries_dropped']} queries "
+                            "with no relevant document left were dropped")
     query_sets = [s for s in all_sets if not is_training_qrels(s.name)]
     judged = [s for s in all_sets if is_training_qrels(s.name)]
     skipped = {f"skipped_{k}": dg.MetadataValue.int(v) for k, v in report.skipped.items()}
@@ -91,6 +99,33 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig, workspace: W
         "sets": dg.MetadataValue.json({s.name: {"queries": len(s.queries), "qrels": sum(map(len, s.qrels.values()))}
                                        for s in judged}),
     })
+    summary = corpus_summary(len(docs), report, qrels_dropped)
+    yield dg.Output(summary, output_name="corpus_report", metadata={
+        "documents_read": len(docs), "documents_skipped": report.n_skipped,
+        **{f"skipped_{k}": dg.MetadataValue.int(v) for k, v in report.skipped.items()},
+        **{f"decoded_as_{k}": dg.MetadataValue.int(v) for k, v in report.decoded_as.items()},
+        "qrels_missing_document": sum(d["qrels_missing_document"] for d in qrels_dropped.values()),
+        "human_queries_dropped": sum(d["queries_dropped"] for d in qrels_dropped.values()),
+        "summary": dg.MetadataValue.json(summary),
+    })
+
+
+def corpus_summary(n_read: int, report, qrels_dropped: dict[str, dict]) -> dict:
+    """The corpus_report value: what was read, what was skipped by reason (with examples), what was decoded
+    from a legacy encoding, and per query set the judgments of missing documents and the queries dropped."""
+    return {"documents_read": n_read, "skipped": dict(report.skipped), "examples": dict(report.examples),
+            "decoded_as": dict(report.decoded_as), "qrels_dropped": qrels_dropped}
+
+
+def corpus_report_lines(summary: dict) -> list[str]:
+    """One line per skip reason and per query set that lost judgments (empty when nothing was skipped)."""
+    lines = [f"- documents skipped, {reason}: {n} (e.g. {', '.join(summary['examples'].get(reason, [])[:3])})"
+             for reason, n in sorted(summary.get("skipped", {}).items())]
+    lines += [f"- documents decoded as {enc} (not UTF-8): {n}" for enc, n in sorted(summary.get("decoded_as", {}).items())]
+    lines += [f"- {name}: {d['qrels_missing_document']} judgments name a document the corpus lacks, left out; "
+              f"{d['queries_dropped']} queries dropped (no relevant document left)"
+              for name, d in sorted(summary.get("qrels_dropped", {}).items())]
+    return lines
 
 
 @dg.asset(group_name="corpus", compute_kind="python")

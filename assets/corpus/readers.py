@@ -9,15 +9,18 @@ Three inputs are understood:
 - a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``), the layout of the human-labelled
   test collections; its queries and relevance labels come from :func:`read_beir_queries`.
 
-Real corpora hold junk: empty files, images that slipped in, a 2 GB log, a half-written line. Each such
-item is skipped and *counted* in a :class:`ReadReport` (reason -> count, with a few examples) that the
-asset shows as metadata; nothing here crashes on one bad document. Files over ``max_bytes`` are skipped
-from their size on disk, without being read.
+Real corpora hold junk: empty files, images that slipped in, a 2 GB log, a half-written line, a symlink
+that points at itself. Each such item is skipped and *counted* in a :class:`ReadReport` (reason -> count,
+with a few examples) that the asset shows as metadata; nothing here crashes on one bad document. Files over
+``max_bytes`` are skipped from their size on disk, without being read. A text file that is not UTF-8 is
+not junk: it is decoded as Windows-1252 (a superset of Latin-1's printable range), else Latin-1, and counted
+under ``decoded_as`` (a note, not a skip); only bytes with NULs or mostly control characters are binary.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import re
 from dataclasses import dataclass, field
@@ -44,6 +47,7 @@ class ReadReport:
     n_read: int = 0
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> up to 5 paths / ids
+    decoded_as: dict[str, int] = field(default_factory=dict)  # non-UTF-8 encoding -> files read with it
 
     def skip(self, reason: str, example: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -132,6 +136,26 @@ def _markdown_title(text: str) -> str:
 # folders of files
 
 
+_CONTROL = bytes(c for c in range(32) if c not in (9, 10, 12, 13))
+
+
+def decode_text(data: bytes) -> tuple[str | None, str]:
+    """(text, encoding) of a file's bytes; (None, "binary") for bytes no text file holds.
+
+    UTF-8 first (a BOM is dropped); else Windows-1252, the encoding most legacy "Latin-1" files really
+    use; else Latin-1, which decodes any byte. Binary: a NUL byte, or over 5% control characters."""
+    if b"\x00" in data or (data and sum(data.count(c) for c in _CONTROL) > 0.05 * len(data)):
+        return None, "binary"
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252"), "cp1252"
+    except UnicodeDecodeError:   # cp1252 leaves 5 bytes undefined
+        return data.decode("latin-1"), "latin-1"
+
+
 def _read_text_file(path: Path, root: Path, max_bytes: int, report: ReadReport) -> dict | None:
     doc_id = path.relative_to(root).as_posix() if path != root else path.name
     try:
@@ -142,14 +166,12 @@ def _read_text_file(path: Path, root: Path, max_bytes: int, report: ReadReport) 
     except OSError:
         report.skip("unreadable", doc_id)
         return None
-    if b"\x00" in data:
+    raw, encoding = decode_text(data)
+    if raw is None:
         report.skip("binary", doc_id)
         return None
-    try:
-        raw = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        report.skip("binary", doc_id)
-        return None
+    if encoding != "utf-8":
+        report.decoded_as[encoding] = report.decoded_as.get(encoding, 0) + 1
     if path.suffix.lower() in {".html", ".htm"}:
         title, text = html_to_text(raw)
     else:
@@ -161,11 +183,30 @@ def _read_text_file(path: Path, root: Path, max_bytes: int, report: ReadReport) 
     return {"doc_id": doc_id, "title": title, "text": text, "source": str(path)}
 
 
+def _walk(root: Path, report: ReadReport) -> list[Path]:
+    """Every visible file under root. A symlink that loops (or points nowhere) is counted, never followed;
+    symlinked folders are not descended into, so a link to an ancestor cannot loop either."""
+    files = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_symlink():
+            try:
+                p.resolve(strict=True)
+            except RuntimeError:   # a symlink loop (Python < 3.13)
+                report.skip("symlink_loop", rel.as_posix())
+                continue
+            except OSError as e:   # ELOOP on newer Pythons; a dangling link
+                report.skip("symlink_loop" if e.errno == errno.ELOOP else "broken_symlink", rel.as_posix())
+                continue
+        if p.is_file():
+            files.append(p)
+    return sorted(files)
+
+
 def _read_folder(root: Path, max_bytes: int, report: ReadReport) -> list[dict]:
-    files = sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
+    files = _walk(root, report)
     supported = [p for p in files if p.suffix.lower() in TEXT_SUFFIXES]
     if not supported:
         raise ValueError(f"No supported document in {root} ({len(files)} other files): {EXPECTED}.")
@@ -192,11 +233,17 @@ def _record_to_row(record, where: str, source: str, max_bytes: int, report: Read
         report.skip("bad_json", where)
         return None
     doc_id, text = _first(record, ID_FIELDS), _first(record, TEXT_FIELDS)
-    if doc_id is None or (text is not None and not isinstance(text, str)):
-        report.skip("bad_json", where)  # no id field, or a text that is not a string
+    if doc_id is None:
+        report.skip("no_id_field", where)
+        return None
+    if text is None:
+        report.skip("no_text_field", f"{where} ({doc_id})")
+        return None
+    if not isinstance(text, str):
+        report.skip("bad_json", where)  # a text that is not a string
         return None
     doc_id = str(doc_id)
-    text = (text or "").strip()
+    text = text.strip()
     if len(text) > max_bytes:
         report.skip("too_large", doc_id)
         return None
@@ -307,6 +354,47 @@ def read_documents(path: str | Path, *, max_bytes: int = 20_000_000) -> tuple[pd
     return docs, report
 
 
+class UnreadableCorpus(ValueError):
+    """A corpus path that does not exist or holds no readable document."""
+
+
+def check_documents(path: str | Path, *, max_bytes: int = 20_000_000) -> None:
+    """Raises UnreadableCorpus, in a sentence, when ``path`` does not exist or holds no readable document.
+
+    Cheap: it stops at the first document that reads, so the CLI can refuse a wrong --corpus in a second,
+    before Dagster starts or a home is created."""
+    path = Path(path).expanduser()
+    report = ReadReport()
+    if not path.exists():
+        raise UnreadableCorpus(f"corpus {path} does not exist: {EXPECTED}")
+    if is_beir_folder(path) or path.suffix.lower() == ".jsonl":
+        file = path / "corpus.jsonl" if path.is_dir() else path
+        for lineno, line in _iter_jsonl_lines(file, max_bytes, report):
+            try:
+                record = json.loads(line) if line.strip() else None
+            except json.JSONDecodeError:
+                continue
+            if record is not None and _record_to_row(record, str(lineno), str(file), max_bytes, report):
+                return
+    elif path.is_dir():
+        for file in _walk(path, report):
+            if file.suffix.lower() in TEXT_SUFFIXES and _read_text_file(file, path, max_bytes, report):
+                return
+    elif path.suffix.lower() == ".parquet":
+        try:
+            if _read_parquet(path, max_bytes, report):
+                return
+        except ValueError as e:
+            raise UnreadableCorpus(str(e)) from e
+    elif path.suffix.lower() in TEXT_SUFFIXES:
+        if _read_text_file(path, path, max_bytes, report):
+            return
+    else:
+        raise UnreadableCorpus(f"corpus {path} is not a supported file: {EXPECTED}")
+    why = ", ".join(f"{n} {reason}" for reason, n in report.skipped.items()) or "nothing in it"
+    raise UnreadableCorpus(f"corpus {path} holds no readable document ({why}): {EXPECTED}")
+
+
 def _read_queries(path: Path) -> dict[str, str]:
     queries = {}
     with path.open(encoding="utf-8-sig") as f:
@@ -353,3 +441,28 @@ def read_beir_queries(path: str | Path) -> list[HumanQuerySet]:
         queries = {qid: texts[qid] for qid in qrels}
         sets.append(HumanQuerySet(name=f"{path.name}/{qrels_file.stem}", queries=queries, qrels=qrels))
     return sets
+
+
+def restrict_to_corpus(sets: list[HumanQuerySet], doc_ids) -> tuple[list[HumanQuerySet], dict[str, dict]]:
+    """The query sets with every judgment of a document the corpus lacks left out, and what was left out.
+
+    A query whose relevant documents are all missing is dropped: it is not a query every retriever fails,
+    it is a query no retriever could answer. Returns (sets, {set name: {"qrels_missing_document",
+    "queries_dropped", "examples"}}) for the sets that lost anything."""
+    known = set(doc_ids)
+    kept, dropped = [], {}
+    for s in sets:
+        qrels, missing, lost, examples = {}, 0, 0, []
+        for qid, rel in s.qrels.items():
+            present = {d: g for d, g in rel.items() if d in known}
+            missing += len(rel) - len(present)
+            if len(examples) < MAX_EXAMPLES:
+                examples += [f"{qid} -> {d}" for d in rel if d not in known][:MAX_EXAMPLES - len(examples)]
+            if present:
+                qrels[qid] = present
+            else:
+                lost += 1
+        if missing:
+            dropped[s.name] = {"qrels_missing_document": missing, "queries_dropped": lost, "examples": examples}
+        kept.append(HumanQuerySet(name=s.name, queries={q: s.queries[q] for q in qrels}, qrels=qrels))
+    return kept, dropped

@@ -24,6 +24,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import image
+from assets.corpus import corpus_report_lines
 from assets.evaluation.breakdown import breakdown, breakdowns_markdown, feedback_markdown, query_attributes
 from assets.evaluation.comparisons import (add_comparisons, comparison_metrics, comparisons_markdown, reranker_verdict,
                                          reranker_verdict_markdown)
@@ -200,7 +201,9 @@ def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
              "## Before and after", *(f"![{name}](plots/{path.name})" for name, path in charts.items()),
              "## The fine-tuned reranker: worth its latency?",
              reranker_verdict_markdown(report.get("reranker_verdict", {})),
-             f"## The judge against human labels\n\n{agreement_markdown(report['judge_agreement'])}"]
+             f"## The judge against human labels\n\n{agreement_markdown(report['judge_agreement'])}",
+             "## What reading the corpus skipped\n\n"
+             + ("\n".join(corpus_report_lines(report.get("input") or {})) or "Nothing: every document and judgment was used.")]
     return "\n\n".join(parts) + "\n" + distillation_markdown(report.get("distillation", {}))
 
 
@@ -215,8 +218,8 @@ def report_markdown(report: dict) -> str:
 
 
 @dg.asset(group_name="evaluation", compute_kind="python", pool="gpu", op_tags=compute_tags("gpu"))
-def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame, chunks: pd.DataFrame,
-                      query_splits: pd.DataFrame, training_triplets: pd.DataFrame,
+def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame, corpus_report: dict,
+                      chunks: pd.DataFrame, query_splits: pd.DataFrame, training_triplets: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
                       finetuned_crossencoder: dict, judge_agreement: dict, distilled_index: dict,
                       distilled_biencoder: dict, embedder: EmbedderResource, llm: LLMResource,
@@ -246,6 +249,7 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
     report["reranker_model"] = {k: finetuned_crossencoder.get(k) for k in ("model_path", "mlflow_run_id",
                                                                           "model_version", "base_model")}
     report["judge_agreement"] = judge_agreement
+    report["input"] = corpus_report
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
     per_query = []
     for set_name, query_set in sets.items():

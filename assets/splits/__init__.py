@@ -64,6 +64,25 @@ def assign_splits(queries: pd.DataFrame, labels: pd.DataFrame, chunks: pd.DataFr
     return pd.DataFrame(rows, columns=cols), stats
 
 
+def too_small(splits: pd.DataFrame, config: SplitConfig) -> str | None:
+    """Why these splits cannot train and evaluate a model (a split with no query), or None.
+
+    Training stops early on the validation split and the report scores the test split, so each needs a
+    query: with the default fractions a corpus needs roughly 20 documents before every split holds one."""
+    counts = splits["split"].value_counts().to_dict() if len(splits) else {}
+    empty = [s for s in SPLITS if not counts.get(s)]
+    if not empty:
+        return None
+    n_docs = splits["doc_id"].nunique() if len(splits) else 0
+    got = ", ".join(f"{s} {counts.get(s, 0)}" for s in SPLITS)
+    return (f"the corpus is too small to split: {len(splits)} queries from {n_docs} documents gave {got}, and the "
+            f"{' and '.join(empty)} split{'s' if len(empty) > 1 else ''} need{'' if len(empty) > 1 else 's'} at least "
+            f"one query (each document's split is a stable hash: {1 - config.validation_fraction - config.test_fraction:.0%} "
+            f"train, {config.validation_fraction:.0%} validation, {config.test_fraction:.0%} test). Add documents, "
+            "write more queries per chunk (--queries-per-chunk), or change query_splits' validation_fraction / "
+            "test_fraction.")
+
+
 def leaked_documents(splits: pd.DataFrame, chunks: pd.DataFrame) -> list[str]:
     """Documents that feed more than one split, as a source document or through a positive chunk."""
     chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
@@ -80,6 +99,9 @@ def query_splits(synthetic_queries: pd.DataFrame, relevance_labels: pd.DataFrame
                  config: SplitConfig) -> dg.Output[pd.DataFrame]:
     """Synthetic queries with their positives, split train/validation/test by source document."""
     df, stats = assign_splits(synthetic_queries, relevance_labels, chunks, config)
+    problem = too_small(df, config)
+    if problem:
+        raise dg.Failure(description=problem)   # before any training: nothing is paid for twice on a rerun
     df.attrs.update(synthetic_queries.attrs)
     df.attrs["split_config"] = config.model_dump()   # triplets re-derive every chunk's split with the same rule
     counts = df["split"].value_counts().to_dict()

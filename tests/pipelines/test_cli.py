@@ -112,3 +112,17 @@ def test_feedback_fewshot_and_curve_knobs_reach_their_stages(tmp_path):
     assert "feedback" not in build_run_config(parser().parse_args(["run"]))["ops"]   # FLYWHEEL_FEEDBACK decides
     only = build_run_config(parser().parse_args(["run", "--feedback", str(log), "--only", "logged_queries"]))["ops"]
     assert set(only) == {"feedback"}
+
+
+def test_a_corpus_that_does_not_exist_or_reads_nothing_is_refused_in_one_line_with_no_home(tmp_path, capsys):
+    from pipelines.cli import main
+
+    for corpus in (tmp_path / "no-such-folder", tmp_path / "blank"):
+        if corpus.name == "blank":
+            corpus.mkdir()
+            (corpus / "a.md").write_text("\n")
+        code = main(["run", "--corpus", str(corpus), "--home", str(tmp_path / "home")])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.count("\n") == 1 and err.startswith(f"flywheel: corpus {corpus}") and "Traceback" not in err
+        assert not (tmp_path / "home").exists()

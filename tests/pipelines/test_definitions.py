@@ -84,6 +84,11 @@ def test_report_has_every_retriever_on_synthetic_and_human_sets(tiny_run):
     # BM25 on the tiny corpus's keyword-laden human queries is far from random
     assert human[0]["retrievers"]["bm25"]["recall@10"] > 0.5
     assert (home / "reports" / "evaluation.md").read_text().count("\n") >= 10
+    from tests.conftest import tiny_documents
+
+    assert report["input"] == {"documents_read": len(tiny_documents()), "skipped": {}, "examples": {},
+                               "decoded_as": {}, "qrels_dropped": {}}
+    assert "## What reading the corpus skipped" in (home / "reports" / "evaluation.md").read_text()
     assert set(report["distillation"]) == set(sets)
     assert {v["better"] for v in report["distillation"].values()} <= {"distilled", "contrastive", "tie"}
     [(name, judge)] = report["judge_agreement"].items()

@@ -14,3 +14,11 @@ def test_summarize_run_sums_costs_over_assets_and_keeps_the_chunk_diff():
     assert stats["llm_calls_by_asset"] == {"relevance_labels": 5, "synthetic_queries": 3}
     assert stats["retrained"] is False and stats["retrain_reason"].startswith("skipped")
     assert stats["seconds_by_asset"] == {"chunks": 1.5, "baseline_index": 2.25} and stats["seconds_total"] == 3.75
+
+
+def test_the_readers_skip_counts_reach_the_run_stats():
+    stats = summarize_run({"corpus_report": {"skipped_binary": 2, "skipped_empty": 0, "qrels_missing_document": 3,
+                                             "human_queries_dropped": 1, "documents_read": 40},
+                           "logged_queries": {"skipped_bad_json": 1, "rows_read": 9}}, {})
+    assert stats["input_skipped"] == {"corpus_report/binary": 2, "corpus_report/human_queries_dropped": 1,
+                                      "corpus_report/qrels_missing_document": 3, "logged_queries/bad_json": 1}

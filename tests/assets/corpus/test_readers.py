@@ -6,7 +6,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from assets.corpus.readers import ReadReport, is_beir_folder, read_beir_queries, read_documents
+from assets.corpus.readers import (ReadReport, UnreadableCorpus, check_documents, decode_text, is_beir_folder,
+                                   read_beir_queries, read_documents, restrict_to_corpus)
 from assets.corpus.sample import sample_corpus_path, write_sample_corpus
 
 DATASETS = Path(__file__).resolve().parents[4] / "shared" / "datasets"  # /work/main/tests/.. -> /work/shared
@@ -36,18 +37,39 @@ def folder(tmp_path: Path) -> Path:
 def test_folder_reads_supported_files_sorted_with_relative_ids(folder):
     docs, report = read_documents(folder)
     assert list(docs.columns) == ["doc_id", "title", "text", "source"]
-    assert docs["doc_id"].tolist() == ["a.md", "b.txt", "sub/c.html", "sub/d.HTM"]
+    assert docs["doc_id"].tolist() == ["a.md", "b.txt", "latin1.md", "sub/c.html", "sub/d.HTM"]
     assert docs.set_index("doc_id").loc["b.txt", "text"] == "Plain text document."
     assert docs.set_index("doc_id").loc["a.md", "title"] == "Alpha title"
     assert docs.set_index("doc_id").loc["b.txt", "source"] == str(folder / "b.txt")
-    assert report.n_read == 4
+    assert report.n_read == 5
+
+
+def test_a_latin1_file_is_decoded_and_counted_not_dropped_as_binary(folder):
+    docs, report = read_documents(folder)
+    assert docs.set_index("doc_id").loc["latin1.md", "text"] == "café"
+    assert report.decoded_as == {"cp1252": 1}
+    assert decode_text("naïve “quotes”".encode("cp1252")) == ("naïve “quotes”", "cp1252")
+    assert decode_text(b"\x81\x8d caf\xe9") == ("\x81\x8d café", "latin-1")   # bytes cp1252 leaves undefined
+    assert decode_text(b"\x01\x02\x03\x04 mostly control bytes")[0] is None
+
+
+def test_symlink_loops_and_dangling_links_are_counted_never_followed(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.txt").write_text("a real document")
+    (tmp_path / "loop.txt").symlink_to("loop.txt")
+    (tmp_path / "dangling.txt").symlink_to("nowhere.txt")
+    (tmp_path / "sub" / "up").symlink_to(tmp_path, target_is_directory=True)   # a folder loop
+    docs, report = read_documents(tmp_path)
+    assert docs["doc_id"].tolist() == ["a.txt"]
+    assert report.skipped == {"symlink_loop": 1, "broken_symlink": 1}
+    assert report.examples == {"symlink_loop": ["loop.txt"], "broken_symlink": ["dangling.txt"]}
 
 
 def test_folder_counts_every_skip_by_reason(folder):
     _, report = read_documents(folder)
-    assert report.skipped == {"unsupported": 1, "empty": 1, "binary": 2, "too_large": 1}
+    assert report.skipped == {"unsupported": 1, "empty": 1, "binary": 1, "too_large": 1}
     assert report.examples["too_large"] == ["huge.txt"]
-    assert sorted(report.examples["binary"]) == ["binary.txt", "latin1.md"]
+    assert report.examples["binary"] == ["binary.txt"]
     assert report.examples["unsupported"] == ["image.png"]
 
 
@@ -82,14 +104,17 @@ def test_jsonl_field_aliases_and_bad_lines(tmp_path):
         json.dumps(["not", "an", "object"]),
         json.dumps({"id": "5", "text": "   "}),
         json.dumps({"id": "1", "text": "same id again"}),
+        json.dumps({"id": "6", "title": "a title and no text field"}),
     ]
     path.write_text("\n".join(lines) + "\n")
     docs, report = read_documents(path)
     assert docs["doc_id"].tolist() == ["1", "2", "4"]
     assert docs["text"].tolist() == ["first", "second", "fourth"]
     assert docs["title"].tolist() == ["One", "", ""]
-    assert report.skipped == {"bad_json": 3, "empty": 1, "duplicate_id": 1}
+    assert report.skipped == {"bad_json": 2, "no_id_field": 1, "no_text_field": 1, "empty": 1, "duplicate_id": 1}
     assert report.examples["bad_json"][0] == "docs.jsonl:4"
+    assert report.examples["no_id_field"] == ["docs.jsonl:6"]
+    assert report.examples["no_text_field"] == ["docs.jsonl:10 (6)"]
 
 
 def test_jsonl_overlong_line_is_skipped_not_read(tmp_path):
@@ -196,3 +221,33 @@ def test_cranfield():
     assert len(test.queries) == 225 and set(test.queries) == set(test.qrels)
     assert sum(map(len, test.qrels.values())) == 1612
     assert set().union(*test.qrels.values()) <= set(docs["doc_id"]) | {"471", "995"}
+
+
+def test_check_documents_refuses_a_missing_or_unreadable_corpus_in_one_sentence(tmp_path, folder):
+    check_documents(folder)                                   # stops at the first readable document
+    with pytest.raises(UnreadableCorpus, match="does not exist"):
+        check_documents(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "blank.md").write_text("   ")
+    with pytest.raises(UnreadableCorpus, match=r"no readable document \(1 empty\)"):
+        check_documents(empty)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"title": "no id"}\n{"id": "1"}\n')
+    with pytest.raises(UnreadableCorpus, match="1 no_id_field, 1 no_text_field"):
+        check_documents(bad)
+    with pytest.raises(UnreadableCorpus, match="not a supported file"):
+        check_documents(folder / "image.png")
+
+
+def test_judgments_of_documents_missing_from_the_corpus_are_counted_and_left_out():
+    from assets.corpus.readers import HumanQuerySet
+
+    qs = HumanQuerySet("c/test", {"q1": "a", "q2": "b", "q3": "c"},
+                       {"q1": {"d1": 2, "gone": 1}, "q2": {"gone": 2, "lost": 1}, "q3": {"d2": 1}})
+    (kept,), dropped = restrict_to_corpus([qs], ["d1", "d2"])
+    assert kept.qrels == {"q1": {"d1": 2}, "q3": {"d2": 1}}
+    assert kept.queries == {"q1": "a", "q3": "c"}     # q2 is answerable by no retriever: not a query at all
+    assert dropped == {"c/test": {"qrels_missing_document": 3, "queries_dropped": 1,
+                                  "examples": ["q1 -> gone", "q2 -> gone", "q2 -> lost"]}}
+    assert restrict_to_corpus([qs], ["d1", "d2", "gone", "lost"])[1] == {}

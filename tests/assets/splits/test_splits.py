@@ -1,6 +1,6 @@
 import pandas as pd
 
-from assets.splits import SplitConfig, assign_splits, document_split, leaked_documents
+from assets.splits import SplitConfig, assign_splits, document_split, leaked_documents, too_small
 
 
 def _chunks(n_docs=60):
@@ -58,3 +58,15 @@ def test_leak_detector_catches_a_document_in_two_splits():
     bad = pd.DataFrame({"query_id": ["a", "b"], "doc_id": ["d0", "d1"], "split": ["train", "test"],
                         "positives": [["c0"], ["c0"]]})
     assert leaked_documents(bad, chunks) == ["d0"]
+
+
+def test_a_corpus_too_small_for_every_split_is_refused_before_training_with_what_to_do():
+    df, _ = assign_splits(_queries(60), LABELS_EMPTY, _chunks(60), SplitConfig())
+    assert too_small(df, SplitConfig()) is None                       # 60 documents: every split has queries
+    few, _ = assign_splits(_queries(3), LABELS_EMPTY, _chunks(3), SplitConfig())
+    counts = few["split"].value_counts().to_dict()
+    why = too_small(few, SplitConfig())
+    assert why is not None and "too small to split: 3 queries from 3 documents" in why
+    assert all(s in why for s in ("train", "validation", "test") if not counts.get(s))
+    assert "--queries-per-chunk" in why and "test_fraction" in why
+    assert too_small(few.iloc[:0], SplitConfig()).startswith("the corpus is too small to split: 0 queries")
