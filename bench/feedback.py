@@ -14,6 +14,9 @@
    feedback cited ("seen") and the rest ("unseen").
 5. A learning curve in logged queries (feedback-only models on nested subsets, one per seed): how many
    logged queries does a team need?
+6. With --fewshot-ab: the query writer prompted with logged queries as its examples (`--fewshot logged`, the
+   users' style) against the generic examples: the pipeline's query-writing stages rerun on a copy of the home,
+   a synthetic-only model trained on each, and the two compared paired on the held-out human queries.
 """
 import argparse
 import pickle
@@ -82,6 +85,37 @@ def compare_rows(name: str, scores: pd.DataFrame, base: pd.DataFrame, status: di
     return rows
 
 
+def fewshot_ab(home: Path, out: Path, sim: dict, knobs: list[str], chunks, sets, base, status, generic,
+               settings, cache) -> list[dict]:
+    """Queries written with logged examples vs generic ones: the writer's stages rerun on a copy of the home."""
+    import shutil
+
+    from pipelines.cli import parser, run_flywheel
+
+    home2 = out / "home-fewshot-logged"
+    if not home2.exists():
+        shutil.copytree(home, home2)
+    t = time.perf_counter()
+    result, _ = run_flywheel(parser().parse_args(
+        ["run", "--corpus", sim["heldout"], "--feedback", sim["log"], "--home", str(home2), *knobs,
+         "--fewshot", "logged", "--only", "synthetic_queries,relevance_labels,query_splits,training_triplets"]))
+    if not result.success:
+        raise SystemExit("the --fewshot logged rerun failed")
+    triplets2 = load(home2, "training_triplets")
+    queries = {name: load(h, "synthetic_queries") for name, h in (("generic", home), ("logged", home2))}
+    print("synthetic queries kept: " + ", ".join(f"{k} {len(v)}" for k, v in queries.items())
+          + "; examples of the logged-style queries: " + "; ".join(queries["logged"]["text"].head(5)))
+    path, steps = train(blend_rows(triplets2, 1.0, 0.0), chunks, out / "models" / "synthetic-only-logged-fewshot",
+                        settings)
+    logged = per_query(path, sets, chunks, cache)
+    rows = compare_rows(f"synthetic only, logged few-shot ({steps} steps)", logged, base, status)
+    # the same two models head to head, paired by query: "base" in this row is the generic few-shot model
+    rows += compare_rows("logged few-shot vs generic few-shot (both synthetic only; base = generic)", logged, generic,
+                         status)
+    print(f"fewshot A/B: {time.perf_counter() - t:.0f}s")
+    return rows
+
+
 def logged_subset(triplets: pd.DataFrame, n_queries: int, seed: int) -> pd.DataFrame:
     """Feedback train rows of the first n logged queries in a seed's stable order (nested as n grows)."""
     fb = triplets[(triplets["origin"] == "feedback")]
@@ -113,6 +147,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--skip-pipeline", action="store_true", help="read the home a previous run left")
     ap.add_argument("--models", default="synthetic,feedback", help="extra models to train (synthetic,feedback)")
+    ap.add_argument("--fewshot-ab", action="store_true", help="also: synthetic-only models from queries written with "
+                    "logged few-shot examples vs the generic ones, compared paired")
     args = ap.parse_args(argv)
     out = Path(args.out)
     sim = simulate_log(args.dataset, out, args.logged_share)
@@ -141,13 +177,17 @@ def main(argv: list[str]) -> int:
     rows = compare_rows("blend (the pipeline's shipped model)", per_query(shipped["model_path"], sets, chunks, cache),
                         base, status)
     settings = settings_like_pipeline()
+    scored = {}
     for kind, weights in (("synthetic", (1.0, 0.0)), ("feedback", (0.0, 1.0))):
-        if kind not in args.models.split(","):
+        if kind not in args.models.split(",") and not (kind == "synthetic" and args.fewshot_ab):
             continue
         t = time.perf_counter()
         path, steps = train(blend_rows(triplets, *weights), chunks, out / "models" / f"{kind}-only", settings)
-        rows += compare_rows(f"{kind} only ({steps} steps)", per_query(path, sets, chunks, cache), base, status)
+        scored[kind] = per_query(path, sets, chunks, cache)
+        rows += compare_rows(f"{kind} only ({steps} steps)", scored[kind], base, status)
         print(f"{kind}-only: {steps} steps, {time.perf_counter() - t:.0f}s")
+    if args.fewshot_ab:
+        rows += fewshot_ab(home, out, sim, knobs, chunks, sets, base, status, scored["synthetic"], settings, cache)
     print(f"\n## {Path(args.dataset).name}: held-out human queries (logged share {args.logged_share:.2f}), dense\n")
     print(table(rows))
     print(f"\ngate: {gate['decision']}: {gate['reason']}")
