@@ -3,7 +3,7 @@ Cohen's kappa of "relevant" at a threshold chosen from data.
 
 The threshold is chosen on half of the human queries (a stable split by query id) as the one with the best
 kappa there, and the agreement is reported on the other half, so the number is not graded on the data that
-picked it. Plain functions, checked against scikit-learn in the tests.
+picked it. The statistics are scikit-learn's; this module handles their edge cases (one class, no rows).
 """
 from __future__ import annotations
 
@@ -14,30 +14,34 @@ from assets.common import markdown_table, stable_fraction
 
 
 def roc_auc(human: np.ndarray, score: np.ndarray) -> float:
-    """P(score of a relevant pair > score of a non-relevant one), ties counting one half (Mann-Whitney U)."""
+    """P(score of a relevant pair > score of a non-relevant one), ties counting one half; nan with one class."""
+    from sklearn.metrics import roc_auc_score
+
     human, score = np.asarray(human, bool), np.asarray(score, float)
-    n_pos, n_neg = int(human.sum()), int((~human).sum())
-    if n_pos == 0 or n_neg == 0:
+    if human.all() or not human.any():
         return float("nan")
-    ranks = pd.Series(score).rank(method="average").to_numpy()
-    return float((ranks[human].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(human, score))
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
-    """Agreement of two binary raters beyond chance: (p_o - p_e) / (1 - p_e)."""
+    """Agreement of two binary raters beyond chance: (p_o - p_e) / (1 - p_e); 0 when chance explains it all."""
+    from sklearn.metrics import cohen_kappa_score
+
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     if len(a) == 0:
         return float("nan")
-    p_o = float((a == b).mean())
-    p_e = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
-    return 0.0 if p_e == 1.0 else (p_o - p_e) / (1 - p_e)
+    if (a.all() or not a.any()) and (b.all() or not b.any()):
+        return 0.0   # both raters constant: p_e = 1 (agreeing) or a kappa of 0 (opposite); sklearn says nan
+    return float(cohen_kappa_score(a, b, labels=[False, True]))
 
 
 def precision_recall(human: np.ndarray, predicted: np.ndarray) -> tuple[float, float]:
+    """Of the pairs predicted relevant, the share humans judged relevant; and of those, the share predicted."""
+    from sklearn.metrics import precision_score, recall_score
+
     human, predicted = np.asarray(human, bool), np.asarray(predicted, bool)
-    tp = float((human & predicted).sum())
-    precision = tp / predicted.sum() if predicted.sum() else float("nan")
-    recall = tp / human.sum() if human.sum() else float("nan")
+    precision = float(precision_score(human, predicted, zero_division=np.nan))
+    recall = float(recall_score(human, predicted, zero_division=np.nan))
     return precision, recall
 
 
