@@ -4,7 +4,8 @@ and timezone taken from the environment.
     FLYWHEEL_NIGHTLY_CRON   cron string, default "0 2 * * *" (02:00 every day)
     FLYWHEEL_REVIEW_CRON    cron string of the review queue and query segments, default "0 6 * * 1" (Monday 06:00)
     FLYWHEEL_TIMEZONE       IANA name, default "UTC" (e.g. "Europe/Berlin": 02:00 Berlin time, DST included)
-    FLYWHEEL_CORPUS         the corpus the scheduled run (and the corpus sensor) reads; unset = the stage default
+    FLYWHEEL_CORPUS         the corpus the scheduled run (and the corpus sensor) reads; unset = the nightly
+                            schedule skips every tick (it never trains on the bundled sample)
     FLYWHEEL_FEEDBACK       the feedback log (file or folder) the scheduled run reads and the sensor watches
 
 A nightly run is cheap when little changed: every stage is incremental by content (cached LLM calls, reused
@@ -72,10 +73,26 @@ def _stopped_schedule(name: str, job, cron: str, settings: AutomationSettings, w
     )
 
 
+NO_CORPUS = ("FLYWHEEL_CORPUS is not set: the nightly retrain never trains on the bundled sample; set it to "
+             "your corpus (a folder, a .jsonl/.parquet file or a BEIR folder) where the daemon runs")
+
+
 def nightly_schedule(job, settings: AutomationSettings) -> dg.ScheduleDefinition:
+    """The nightly retrain; with no corpus configured every tick is skipped, saying why, instead of training
+    (and perhaps promoting a model) on the bundled sample corpus."""
     _check(settings.timezone, settings.cron, "FLYWHEEL_NIGHTLY_CRON", "0 2 * * *")
-    return _stopped_schedule("flywheel_job_schedule", job, settings.cron, settings,
-                             "Nightly incremental run and retrain", settings.run_config())
+    schedule = _stopped_schedule("flywheel_job_schedule", job, settings.cron, settings,
+                                 "Nightly incremental run and retrain", settings.run_config())
+    if settings.corpus:
+        return schedule
+
+    def skip(context):
+        return dg.SkipReason(NO_CORPUS)
+
+    return dg.ScheduleDefinition(name=schedule.name, job=job, cron_schedule=settings.cron,
+                                 execution_timezone=settings.timezone, execution_fn=skip,
+                                 default_status=dg.DefaultScheduleStatus.STOPPED,
+                                 description=f"{schedule.description} Skips every tick until FLYWHEEL_CORPUS is set.")
 
 
 REVIEW_ASSETS = ("query_review", "query_segments")

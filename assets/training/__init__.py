@@ -5,6 +5,7 @@ base model, the device plan and MLflow: parameters, per-step loss and validation
 corpus hash and the code version, the model logged and registered, and the run's link in the metadata.
 """
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -41,10 +42,26 @@ class TrainConfig(dg.Config):
 
 
 def code_version() -> str:
+    """What code trained a model, for its MLflow tags: FLYWHEEL_CODE_VERSION (the Docker image sets it from a
+    build argument: there is no .git inside), else the git commit (with "-dirty" for uncommitted changes),
+    else the installed package's version."""
+    if os.environ.get("FLYWHEEL_CODE_VERSION"):
+        return os.environ["FLYWHEEL_CODE_VERSION"]
+    here = Path(__file__).parent
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or "unknown"
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=here, timeout=5).stdout.strip()
+        if commit:
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                   text=True, cwd=here, timeout=5).stdout.strip()
+            return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"rag-flywheel {version('rag-flywheel')} (no git checkout)"
+    except PackageNotFoundError:
         return "unknown"
 
 

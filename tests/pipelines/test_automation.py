@@ -23,6 +23,14 @@ def test_schedule_time_and_timezone_come_from_the_environment(tmp_path):
 def test_defaults_are_0200_utc(tmp_path):
     schedule = build_definitions(tmp_path, automation=AutomationSettings()).resolve_schedule_def("flywheel_job_schedule")
     assert (schedule.cron_schedule, schedule.execution_timezone) == ("0 2 * * *", "UTC")
+    assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_with_no_corpus_configured_the_nightly_schedule_skips_instead_of_training_on_the_sample(tmp_path):
+    schedule = build_definitions(tmp_path, automation=AutomationSettings()).resolve_schedule_def("flywheel_job_schedule")
+    tick = schedule.evaluate_tick(dg.build_schedule_context(scheduled_execution_time=None))
+    assert not tick.run_requests
+    assert "FLYWHEEL_CORPUS is not set" in tick.skip_message and "bundled sample" in tick.skip_message
 
 
 @pytest.mark.parametrize("env,message", [({"FLYWHEEL_TIMEZONE": "Mars/Olympus"}, "IANA timezone"),
