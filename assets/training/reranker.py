@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import preview
-from assets.splits import SplitConfig, document_split
+from assets.splits import split_of
 from assets.training.crossencoder import (RerankerSettings, is_biencoder_folder, load_reranker, reranker_pairs,
                                          train_crossencoder)
 from assets.training.blend import blend_rows
@@ -58,15 +58,15 @@ def log_reranker_model(mlflow_api, model_path: str, register: bool):
 
 @dg.asset(group_name="training", compute_kind="pytorch", pool="gpu", op_tags=compute_tags("gpu"))
 def finetuned_crossencoder(context: dg.AssetExecutionContext, query_splits: pd.DataFrame,
-                           relevance_labels: pd.DataFrame, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
+                           document_splits: pd.DataFrame, relevance_labels: pd.DataFrame, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
                            embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
                            config: RerankerConfig) -> dg.Output[dict]:
     """A cross-encoder reranker fine-tuned on LLM-graded pairs and mined hard negatives, registered in MLflow;
     skipped (the last one kept) when too little changed since it was trained."""
     base = config.base_model or embedder.base_model_path()
-    split_config = SplitConfig(**query_splits.attrs.get("split_config", {}))
+    splits = split_of(document_splits)
     pairs = reranker_pairs(query_splits, relevance_labels, training_triplets, chunks,
-                           lambda doc: document_split(doc, split_config), config.relevant_grade)
+                           lambda doc: splits.get(doc, ""), config.relevant_grade)
     pairs = blend_rows(pairs, config.synthetic_weight, config.feedback_weight, config.seed,
                        origin=pairs["origin"].map(lambda o: "feedback" if o.startswith("feedback") else "synthetic"))
     train_queries = sorted(set(pairs.loc[pairs["split"] == "train", "query_id"].astype(str)))

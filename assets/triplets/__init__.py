@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from assets.common import preview
-from assets.splits import SplitConfig, document_split
+from assets.splits import split_of
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 
@@ -38,11 +38,12 @@ class TripletConfig(dg.Config):
 
 
 def chunk_documents_and_splits(ids: list[str], chunks: pd.DataFrame,
-                               split_config: SplitConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Per row of the chunk matrix: its document ("" when unknown) and that document's split."""
+                               split_of_doc: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of the chunk matrix: its document ("" when unknown) and that document's split ("" when unknown:
+    a chunk of no known document is in no split, so it is never anyone's negative)."""
     chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
     doc_arr = np.array([chunk_doc.get(c, "") for c in ids])
-    return doc_arr, np.array([document_split(d, split_config) for d in doc_arr])
+    return doc_arr, np.array([split_of_doc.get(d, "") for d in doc_arr])
 
 
 def mine_hard_negatives(q_vec: np.ndarray, pos_ids: list[str], ids: list[str], mat: np.ndarray,
@@ -67,10 +68,10 @@ def mine_hard_negatives(q_vec: np.ndarray, pos_ids: list[str], ids: list[str], m
 
 
 def build_triplets(splits: pd.DataFrame, labels: pd.DataFrame, chunks: pd.DataFrame, q_vecs: np.ndarray,
-                   ids: list[str], mat: np.ndarray, config: TripletConfig, split_config: SplitConfig):
+                   ids: list[str], mat: np.ndarray, config: TripletConfig, split_of_doc: dict[str, str]):
     row_of = {c: i for i, c in enumerate(ids)}
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
-    doc_arr, split_arr = chunk_documents_and_splits(ids, chunks, split_config)
+    doc_arr, split_arr = chunk_documents_and_splits(ids, chunks, split_of_doc)
     relevant = labels[labels["grade"] >= config.relevant_grade].groupby("query_id")["chunk_id"].apply(set).to_dict()
     rows, stats = [], {"too_close": 0, "no_negative": 0}
     for q, v in zip(splits.itertuples(index=False), q_vecs):
@@ -99,7 +100,7 @@ def best_chunk(doc_rows: np.ndarray, scores: np.ndarray) -> int:
 
 def build_feedback_triplets(pairs: pd.DataFrame, queries: pd.DataFrame, chunks: pd.DataFrame, q_vecs: np.ndarray,
                             ids: list[str], mat: np.ndarray, config: "TripletConfig",
-                            split_config: SplitConfig) -> tuple[pd.DataFrame, dict]:
+                            split_of_doc: dict[str, str]) -> tuple[pd.DataFrame, dict]:
     """Triplet rows for the logged queries that have a positive; `q_vecs` aligned with `queries`' rows."""
     stats = {"feedback_queries": 0, "feedback_positives_in_test_documents": 0, "feedback_no_negative": 0,
              "feedback_labelled_negatives_used": 0, "feedback_too_close": 0}
@@ -107,7 +108,7 @@ def build_feedback_triplets(pairs: pd.DataFrame, queries: pd.DataFrame, chunks: 
         return pd.DataFrame(columns=TRIPLET_COLUMNS), stats
     row_of = {c: i for i, c in enumerate(ids)}
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
-    doc_arr, split_arr = chunk_documents_and_splits(ids, chunks, split_config)
+    doc_arr, split_arr = chunk_documents_and_splits(ids, chunks, split_of_doc)
     rows_of_doc = pd.Series(np.arange(len(ids))).groupby(doc_arr).apply(np.asarray).to_dict()
     by_query = {qid: g for qid, g in pairs.groupby("query_id")}
     rows = []
@@ -154,21 +155,21 @@ def build_feedback_triplets(pairs: pd.DataFrame, queries: pd.DataFrame, chunks: 
 
 
 @dg.asset(group_name="triplets", compute_kind="numpy")
-def training_triplets(query_splits: pd.DataFrame, relevance_labels: pd.DataFrame, chunks: pd.DataFrame,
-                      baseline_index: dict, feedback_pairs: pd.DataFrame, logged_queries: pd.DataFrame,
+def training_triplets(query_splits: pd.DataFrame, document_splits: pd.DataFrame, relevance_labels: pd.DataFrame,
+                      chunks: pd.DataFrame, baseline_index: dict, feedback_pairs: pd.DataFrame, logged_queries: pd.DataFrame,
                       embedder: EmbedderResource, lancedb: LanceDBResource,
                       config: TripletConfig) -> dg.Output[pd.DataFrame]:
     """(anchor, positive, hard negative) rows for the train and validation splits, synthetic and logged."""
     fit = query_splits[query_splits["split"] != "test"].reset_index(drop=True)
     ids, mat = lancedb.open(baseline_index["table"]).vectors()
     q_vecs = embedder.encode(fit["text"].tolist())
-    split_config = SplitConfig(**query_splits.attrs.get("split_config", {}))
-    df, stats = build_triplets(fit, relevance_labels, chunks, q_vecs, ids, mat, config, split_config)
+    splits = split_of(document_splits)
+    df, stats = build_triplets(fit, relevance_labels, chunks, q_vecs, ids, mat, config, splits)
     logged = logged_queries[logged_queries["query_id"].isin(
         feedback_pairs.loc[feedback_pairs["label"] == "positive", "query_id"])].reset_index(drop=True)
     fb, fb_stats = build_feedback_triplets(feedback_pairs, logged, chunks,
                                            embedder.encode(logged["text"].tolist()) if len(logged) else np.zeros((0, 1)),
-                                           ids, mat, config, split_config)
+                                           ids, mat, config, splits)
     df = pd.concat([df, fb], ignore_index=True) if len(fb) else df
     df.attrs.update(query_splits.attrs)
     by = df.groupby(["origin", "split"]).size().to_dict()
@@ -182,23 +183,24 @@ def training_triplets(query_splits: pd.DataFrame, relevance_labels: pd.DataFrame
     })
 
 
-def cross_split_rows(triplets: pd.DataFrame, chunks: pd.DataFrame, split_config: SplitConfig) -> int:
+def cross_split_rows(triplets: pd.DataFrame, chunks: pd.DataFrame, split_of_doc: dict[str, str]) -> int:
     """Triplet rows whose positive or negative chunk belongs to a document of another split."""
     chunk_doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
     bad = 0
     for r in triplets.itertuples(index=False):
         for c in (r.positive_chunk_id, r.negative_chunk_id):
-            if document_split(chunk_doc[c], split_config) != r.split:
+            if split_of_doc.get(chunk_doc[c]) != r.split:
                 bad += 1
                 break
     return bad
 
 
-@dg.asset_check(asset=training_triplets, blocking=True, additional_ins={"chunks": dg.AssetIn("chunks")},
+@dg.asset_check(asset=training_triplets, blocking=True,
+                additional_ins={"chunks": dg.AssetIn("chunks"), "document_splits": dg.AssetIn("document_splits")},
                 description="Every positive and negative comes from a document of the triplet's own split.")
-def triplets_stay_in_split(training_triplets: pd.DataFrame, chunks: pd.DataFrame) -> dg.AssetCheckResult:
-    split_config = SplitConfig(**training_triplets.attrs.get("split_config", {}))
-    bad = cross_split_rows(training_triplets, chunks, split_config)
+def triplets_stay_in_split(training_triplets: pd.DataFrame, chunks: pd.DataFrame,
+                           document_splits: pd.DataFrame) -> dg.AssetCheckResult:
+    bad = cross_split_rows(training_triplets, chunks, split_of(document_splits))
     return dg.AssetCheckResult(passed=bad == 0, metadata={"cross_split_rows": bad, "rows": len(training_triplets)})
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 
 from assets.corpus.readers import HumanQuerySet
 from assets.feedback.resolve import logged_query_id
-from assets.splits import SplitConfig, document_split
+from assets.splits import SplitConfig, document_split, split_of, split_table
 from assets.training.blend import blend_counts, blend_rows
 from assets.triplets import (TripletConfig, build_feedback_triplets, feedback_documents, no_test_query_in_training,
                              leaked_test_queries)
@@ -39,7 +39,8 @@ def test_feedback_rows_stay_in_their_documents_split_and_use_labelled_negatives_
     queries, pairs = logged(40, chunks)
     q_vecs = mat[[2 * i for i in range(40)]] + 0.1   # each query near its own document's first chunk
     cfg, split_cfg = TripletConfig(), SplitConfig()
-    df, stats = build_feedback_triplets(pairs, queries, chunks, q_vecs, chunks["chunk_id"].tolist(), mat, cfg, split_cfg)
+    df, stats = build_feedback_triplets(pairs, queries, chunks, q_vecs, chunks["chunk_id"].tolist(), mat, cfg,
+                                        split_of(split_table(chunks["doc_id"], split_cfg)))
     doc = dict(zip(chunks["chunk_id"], chunks["doc_id"]))
     assert set(df["origin"]) == {"feedback"} and "test" not in set(df["split"])
     for r in df.itertuples():

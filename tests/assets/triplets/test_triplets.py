@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from assets.splits import SplitConfig, document_split
+from assets.splits import SplitConfig, document_split, split_of, split_table
 from assets.triplets import TripletConfig, build_triplets, cross_split_rows, mine_hard_negatives
 
 
@@ -40,16 +40,17 @@ def test_triplets_never_use_positives_relevant_chunks_or_other_splits():
         relevant.append({"query_id": q.query_id, "chunk_id": f"c{order[0]}", "grade": 3, "score": 0.0,
                          "judge": "t", "is_source": False})
     labels = pd.DataFrame(relevant)
+    table = split_of(split_table(chunks["doc_id"], cfg))
     df, stats = build_triplets(splits, labels, chunks, q_vecs, list(chunks["chunk_id"]), mat,
-                               TripletConfig(margin=2.0), cfg)
+                               TripletConfig(margin=2.0), table)
     assert len(df) > 0 and set(df["split"]) <= {"train", "validation"}
     rel = set(zip(labels["query_id"], labels["chunk_id"]))
     for r in df.itertuples():
         assert r.negative_chunk_id != r.positive_chunk_id
         assert (r.query_id, r.negative_chunk_id) not in rel
         assert chunks.set_index("chunk_id").loc[r.negative_chunk_id, "doc_id"] != splits.set_index("query_id").loc[r.query_id, "doc_id"]
-    assert cross_split_rows(df, chunks, cfg) == 0
+    assert cross_split_rows(df, chunks, table) == 0
     broken = df.copy()
     test_chunk = next(c for c, d in zip(chunks["chunk_id"], chunks["doc_id"]) if document_split(d, cfg) == "test")
     broken.loc[broken.index[0], "negative_chunk_id"] = test_chunk
-    assert cross_split_rows(broken, chunks, cfg) == 1
+    assert cross_split_rows(broken, chunks, table) == 1
