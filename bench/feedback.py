@@ -98,7 +98,8 @@ def fewshot_ab(home: Path, out: Path, sim: dict, knobs: list[str], chunks, sets,
     t = time.perf_counter()
     result, _ = run_flywheel(parser().parse_args(
         ["run", "--corpus", sim["heldout"], "--feedback", sim["log"], "--home", str(home2), *knobs,
-         "--fewshot", "logged", "--only", "synthetic_queries,relevance_labels,query_splits,training_triplets"]))
+         "--fewshot", "logged", "--only",
+         "synthetic_queries,relevance_labels,document_splits,query_splits,training_triplets"]))
     if not result.success:
         raise SystemExit("the --fewshot logged rerun failed")
     triplets2 = load(home2, "training_triplets")
