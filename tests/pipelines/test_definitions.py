@@ -215,10 +215,14 @@ def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_o
 def test_the_gate_decides_on_the_new_model_and_the_serving_index_uses_the_champion(tiny_run):
     home, result = tiny_run
     gate = result.output_for_node("promotion_gate")
-    assert gate["decision"] in {"promoted", "rejected"} and gate["candidate_version"] == "1"
+    assert gate["candidate_version"] == "1"
     assert [s.split("/")[0] for s in gate["gate"]["sets"]] == ["human"] and gate["guard"]["sets"] == ["synthetic/test"]
     lo, hi = gate["gate"]["ci95"]
-    assert lo <= gate["gate"]["delta_ndcg@10"] <= hi and gate["reason"].split(":")[0] in {"promoted", "not promoted"}
+    assert lo <= gate["gate"]["delta_ndcg@10"] <= hi
+    # the decision is the gate's rule applied to the numbers it reports, whichever way the tiny run falls
+    should = lo > 0 and gate["guard"]["delta_ndcg@10"] >= -0.01
+    assert gate["promote"] is should and gate["decision"] == ("promoted" if should else "rejected")
+    assert gate["reason"].startswith("promoted:" if should else "not promoted:")
     served = result.output_for_node("serving_index")
     expected = gate["candidate_model_path"] if gate["promote"] else None
     assert served["champion"]["model_path"] == expected and served["n_rows"] > 0

@@ -40,7 +40,13 @@ def test_flywheel_run_with_the_real_bundled_models(tmp_path, monkeypatch, capsys
     assert "learning_curve.png" in artifacts, artifacts
     # the first trained version was put to the gate against the base model, and the decision recorded
     tags = client.get_model_version("flywheel-biencoder", "1").tags
-    assert tags["flywheel.gate"] in {"promoted", "rejected"} and "ndcg@10" in tags["flywheel.gate_reason"]
+    import pickle
+
+    gate = pickle.loads((home / "storage" / "promotion_gate").read_bytes())
+    guard_ok = gate["guard"] is None or gate["guard"]["delta_ndcg@10"] >= -0.01
+    should = gate["gate"]["ci95"][0] > 0 and guard_ok   # the gate's rule, applied to the numbers it reports
+    assert tags["flywheel.gate"] == ("promoted" if should else "rejected") and gate["promote"] is should
+    assert tags["flywheel.gate_reason"] == gate["reason"] and "ndcg@10" in gate["reason"]
     # real queries written by the real model find their source chunk far above chance (1 / #chunks)
     assert synthetic["retrievers"]["dense_base"]["recall@10"] > 0.3
     assert "| synthetic/test |" in out

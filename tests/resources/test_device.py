@@ -22,5 +22,20 @@ def test_precision_plan_per_device():
     assert plan_for("cpu").precision == "fp32" and plan_for("cpu").batch_scale == 1
 
 
-def test_this_machine_resolves_a_device():
-    assert choose_device("auto") in {"cpu", "cuda", "mps"}
+def test_this_machine_resolves_the_device_torch_reports():
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    assert choose_device("auto") == expected
+
+
+def test_available_devices_asks_torch(monkeypatch):
+    import torch
+
+    from resources.device import available_devices
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert available_devices() == {"cpu", "cuda"} and choose_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert available_devices() == {"cpu"} and choose_device("auto") == "cpu"
