@@ -277,3 +277,42 @@ def train_adapter(query_vecs: np.ndarray, pos_vecs: np.ndarray, neg_vecs: np.nda
                  else next(h[f"val_recall@{settings.recall_k}"] for h in history if h["epoch"] == best_epoch)}
     return AdapterResult(best_weights, steps, epoch, best_epoch, bool(val_t) and epoch < settings.max_epochs,
                          time.perf_counter() - t0, history, identity, final)
+
+
+def triplet_vectors(triplets, chunk_ids: list[str], chunk_vectors: np.ndarray,
+                    anchor_vectors: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(query, positive, negative) arrays for triplet rows (a DataFrame with anchor, positive_chunk_id,
+    negative_chunk_id): documents from the stored index vectors, queries from `anchor_vectors` (text -> base
+    vector). Rows whose chunk the index lacks are left out; the last item counts them."""
+    row_of = {c: i for i, c in enumerate(chunk_ids)}
+    keep = [i for i, (p, n) in enumerate(zip(triplets["positive_chunk_id"], triplets["negative_chunk_id"]))
+            if p in row_of and n in row_of]
+    rows = triplets.iloc[keep]
+    dim = chunk_vectors.shape[1] if len(chunk_vectors) else 0
+    q = np.asarray([anchor_vectors[a] for a in rows["anchor"]], dtype="float32").reshape(len(rows), dim)
+    p = chunk_vectors[[row_of[c] for c in rows["positive_chunk_id"]]].reshape(len(rows), dim)
+    n = chunk_vectors[[row_of[c] for c in rows["negative_chunk_id"]]].reshape(len(rows), dim)
+    return q, p, n, len(triplets) - len(rows)
+
+
+def loss_figure(history: list[dict], recall_k: int = 10):
+    """Training and validation loss per epoch (left), validation recall@k (right): is it still learning?"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    epochs = [h["epoch"] for h in history]
+    left.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train (in-batch)")
+    if history and "val_loss" in history[0]:
+        left.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation (pool)")
+        right.plot(epochs, [h[f"val_recall@{recall_k}"] for h in history], marker="o", color="#2ca02c")
+    left.set_xlabel("epoch")
+    left.set_ylabel("InfoNCE loss (scale 20)")
+    left.legend(fontsize=8)
+    right.set_xlabel("epoch")
+    right.set_ylabel(f"validation recall@{recall_k}")
+    fig.suptitle("query adapter over frozen document vectors", fontsize=10)
+    fig.tight_layout()
+    return fig
