@@ -8,7 +8,9 @@ validation rows only: the split every model in flywheel is selected on, so the a
 logged queries the evaluation splits into seen and unseen.
 
 Cost: seconds on a CPU (bench/adapter.py: 3,000 triplets), plus embedding the training queries once with
-the base model. Off with `enabled: false` (or `flywheel run --no-adapter`): the evaluation then has no
+the base model. Like the bi-encoder it is retrained only when `min_change_to_retrain` of the chunks or the
+training queries changed (assets/training/retrain.py), so an unchanged nightly run registers no new version.
+Off with `enabled: false` (or `flywheel run --no-adapter`): the evaluation then has no
 `dense_adapter` / `hybrid_adapter` rows.
 
 Promotion: the adapter is evaluated (dense_adapter / hybrid_adapter vs the base rows, paired CIs) and
@@ -28,6 +30,7 @@ from assets.training import code_version
 from assets.training.adapter import (AdapterSettings, loss_figure, save_adapter, train_adapter,
                                      triplet_vectors)
 from assets.training.blend import blend_counts, blend_rows
+from assets.training.retrain import retrain_or_reuse
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
@@ -52,6 +55,8 @@ class AdapterConfig(dg.Config):
     patience: int = _DEFAULTS.patience
     seed: int = _DEFAULTS.seed
     register_model: bool = True           # register in the MLflow registry as REGISTERED_ADAPTER
+    min_change_to_retrain: float = 0.05   # as the bi-encoder's: below this share of changed chunks / training
+    #                                       queries the last adapter is reused (0 = retrain every run)
     synthetic_weight: float = 1.0         # the blend, as the bi-encoder's: each synthetic train row this many
     feedback_weight: float = 1.0          # times, each logged-feedback row this many; 0 leaves an origin out
 
@@ -76,12 +81,27 @@ def log_adapter_model(mlflow_api, weights_path: str, register: bool):
 def query_adapter(context: dg.AssetExecutionContext, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
                   baseline_index: dict, embedder: EmbedderResource, lancedb: LanceDBResource,
                   mlflow: MLflowResource, workspace: WorkspaceResource, config: AdapterConfig) -> dg.Output[dict]:
-    """A query-side adapter over the base model's frozen chunk vectors, registered in MLflow (off unless enabled)."""
-    import mlflow as mlflow_api
-
+    """A query-side adapter over the base model's frozen chunk vectors, registered in MLflow; skipped when off,
+    and the last one kept when too little changed since it was trained."""
     if not config.enabled:
         return dg.Output({"enabled": False}, metadata={
             "skipped": "the adapter is off: enabled: true in this asset's config (flywheel run without --no-adapter)"})
+    train_queries = training_triplets.loc[training_triplets["split"] == "train", "query_id"].astype(str)
+    return retrain_or_reuse(
+        context, workspace.models_dir / "adapter" / "last_trained.json",
+        {**config.model_dump(exclude={"min_change_to_retrain", "register_model"}),
+         "base_model": baseline_index.get("model") or embedder.base_model_path()},
+        list(chunks["chunk_id"].astype(str)), list(train_queries), config.min_change_to_retrain,
+        lambda: train_and_register_adapter(context, training_triplets, chunks, baseline_index, embedder, lancedb,
+                                           mlflow, workspace, config))
+
+
+def train_and_register_adapter(context, training_triplets: pd.DataFrame, chunks: pd.DataFrame, baseline_index: dict,
+                               embedder: EmbedderResource, lancedb: LanceDBResource, mlflow: MLflowResource,
+                               workspace: WorkspaceResource, config: AdapterConfig) -> dg.Output[dict]:
+    """Train the adapter, track it in MLflow, register it; the asset's output when it retrains."""
+    import mlflow as mlflow_api
+
     # 1. Rows: the blend's train rows, the synthetic validation rows; vectors from the index, queries encoded once
     settings = config.settings()
     blended = blend_rows(training_triplets, config.synthetic_weight, config.feedback_weight, config.seed)
@@ -125,7 +145,8 @@ def query_adapter(context: dg.AssetExecutionContext, training_triplets: pd.DataF
         version = log_adapter_model(mlflow_api, weights_path, config.register_model)
         url = mlflow.run_url(run)
     k = f"recall@{settings.recall_k}"
-    value = {"enabled": True, "kind": settings.kind, "weights_path": weights_path, "base_model": base_model,
+    value = {"enabled": True, "kind": settings.kind, "weights_path": weights_path, "model_path": weights_path,
+             "base_model": base_model,
              "index_table": baseline_index["table"], "dim": int(mat.shape[1]), "mlflow_run_id": run.info.run_id,
              "mlflow_run_url": url, "registered_model": REGISTERED_ADAPTER if config.register_model else None,
              "model_version": version, "steps": result.steps, "epochs": result.epochs, "best_epoch": result.best_epoch,

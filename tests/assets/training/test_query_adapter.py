@@ -52,7 +52,7 @@ def test_the_adapter_trains_over_the_stored_vectors_is_tracked_and_served_from_t
     out = materialize(world, batch_size=8, max_epochs=4, patience=10)
     value, meta = out.value, out.metadata
     synthetic_val = ((triplets["split"] == "validation") & (triplets["origin"] == "synthetic")).sum()
-    assert value["enabled"] and value["registered_model"] == REGISTERED_ADAPTER and str(value["model_version"]) == "1"
+    assert value["enabled"] and value["retrained"] and value["registered_model"] == REGISTERED_ADAPTER and str(value["model_version"]) == "1"
     assert meta["n_train"].value == (triplets["split"] == "train").sum()     # blend (1, 1): every train row once
     assert meta["n_validation"].value == synthetic_val                      # early stopping: synthetic rows only
     assert meta["rows_without_vectors"].value == 0 and meta["dim"].value == 32 and meta["epochs"].value == 4
@@ -76,6 +76,9 @@ def test_the_blend_weights_choose_the_rows_and_off_means_no_adapter(world):
     out = materialize(world, batch_size=8, max_epochs=1, feedback_weight=0.0, register_model=False)
     assert out.metadata["n_train_feedback"].value == 0 and out.value["model_version"] is None
     assert out.metadata["n_train"].value == ((triplets["split"] == "train") & (triplets["origin"] == "synthetic")).sum()
+    again = materialize(world, batch_size=8, max_epochs=1, feedback_weight=0.0, register_model=False)
+    assert again.value["retrained"] is False and again.value["mlflow_run_id"] == out.value["mlflow_run_id"]
+    assert again.value["weights_path"] == out.value["weights_path"]   # nothing changed: the same adapter
     off = materialize(world, enabled=False)
     assert off.value == {"enabled": False} and "--no-adapter" in off.metadata["skipped"].value
     assert adapter_systems(off.value, object()) == {}
