@@ -307,6 +307,9 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
         mlflow.log_to_run(finetuned_biencoder["mlflow_run_id"], mlflow_metrics(report),
                           [str(reports / "evaluation.json"), str(reports / "evaluation.md"),
                            *((str(path), "plots") for path in charts.values())])
+    if config.log_to_mlflow and query_adapter.get("mlflow_run_id"):
+        adapter_rows = {k: v for k, v in mlflow_metrics(report).items() if "_adapter." in k}   # its own run: its rows
+        mlflow.log_to_run(query_adapter["mlflow_run_id"], adapter_rows)
     flat = {f"{s}/{r}/ndcg@10": dg.MetadataValue.float(ms["ndcg@10"])
             for s, qs in report["query_sets"].items() for r, ms in qs["retrievers"].items()}
     plots = {f"plot/{name}": image(path, alt=f"{name}: nDCG@10 before and after, with the 95% CI of each delta")

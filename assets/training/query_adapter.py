@@ -22,7 +22,6 @@ vectors fill the serving table, while an adapter serves only over the base model
 import time
 
 import dagster as dg
-import numpy as np
 import pandas as pd
 
 from assets.common import image, save_figure
@@ -31,7 +30,6 @@ from assets.training.adapter import (AdapterSettings, loss_figure, save_adapter,
                                      triplet_vectors)
 from assets.training.blend import blend_counts, blend_rows
 from assets.training.retrain import retrain_or_reuse
-from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.tracking import MLflowResource

@@ -225,6 +225,9 @@ def test_the_adapter_is_trained_registered_and_compared_with_the_base_rows_on_ev
     assert "| hybrid_adapter | hybrid_base |" in md
     run = client.get_run(result.output_for_node("finetuned_biencoder")["mlflow_run_id"])
     assert "synthetic.test.dense_adapter.delta_ndcg_at_10" in run.data.metrics
+    own = client.get_run(adapter["mlflow_run_id"]).data.metrics    # the adapter's run gets its rows, only those
+    assert own["synthetic.test.hybrid_adapter.ndcg_at_10"] == report["query_sets"]["synthetic/test"]["retrievers"][
+        "hybrid_adapter"]["ndcg@10"] and not any("finetuned" in k for k in own)
 
 
 def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_of_config(tmp_path, monkeypatch):
