@@ -51,6 +51,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
                            "epochs": args.epochs, "learning_rate": args.learning_rate,   # the shipped model's recipe
                            "interpolation": args.interpolation},
         "finetuned_crossencoder": {"max_steps": args.reranker_steps},
+        "query_adapter": {"enabled": False if getattr(args, "no_adapter", False) else None,
+                          "kind": getattr(args, "adapter_kind", None)},
         "judge_agreement": {"max_queries": getattr(args, "judge_queries", None)},
         "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
                               "offtheshelf_first_stages": _names(args.offtheshelf_first_stages),
@@ -255,6 +257,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--interpolation", type=float, help="WiSE-FT alpha (default 0.5); 1.0 = raw fine-tuned weights")
     run.add_argument("--distill", action="store_true",
                      help="also train a bi-encoder distilled from the cross-encoder (margin-MSE) and compare")
+    run.add_argument("--no-adapter", action="store_true",
+                     help="skip the query adapter (seconds on a CPU) and its dense_adapter/hybrid_adapter rows")
+    run.add_argument("--adapter-kind", choices=["linear", "mlp"],
+                     help="the query adapter: linear (default, a d x d map) or mlp (plus a residual MLP)")
     run.add_argument("--reranker-steps", type=int,
                      help="cross-encoder training steps (default: one epoch, at least 300)")
     run.add_argument("--rerank-depth", type=int, help="first-stage hits each reranker reorders (default 20)")

@@ -2,7 +2,9 @@
 human-labelled query set the corpus brought.
 
 Retrievers: BM25, dense and hybrid on the base model; dense and hybrid on the fine-tuned model (and on the
-distilled one, when distillation is on; the report then says which training did better). Synthetic
+distilled one, when distillation is on; the report then says which training did better); dense and hybrid on
+the base model's table with the query adapter applied to the query vectors (`dense_adapter`, `hybrid_adapter`:
+the same fusion as `hybrid_base` with the adapted dense side; absent when the adapter is off). Synthetic
 queries are scored at chunk level (their positives are chunks). Human qrels judge documents, so chunk
 rankings are turned into document rankings by each document's best chunk (MaxP, Dai & Callan 2019).
 Reranking rows ("<first stage>+rerank_finetuned", "<first stage>+rerank_offtheshelf") reorder a first
@@ -34,6 +36,7 @@ from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency
                                       score_candidates)
 from assets.evaluation.scoring import QuerySet, build_query_sets, score_hits
 from assets.labels.agreement import agreement_markdown
+from assets.training.adapter import QueryAdapter, load_adapter
 from assets.training.crossencoder import load_reranker
 from assets.triplets import feedback_documents
 from resources.compute import compute_tags
@@ -47,6 +50,7 @@ TABLE_METRICS = ["ndcg@10", "mrr@10", "recall@10", "recall@100", "accuracy@1", "
 
 
 FIRST_STAGES = ["bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"]
+ADAPTER = "query_adapter"   # the systems' encoder key of the adapter rows: the base model + the adapter
 
 
 class EvaluationConfig(dg.Config):
@@ -80,13 +84,32 @@ def build_rerankers(config: EvaluationConfig, finetuned_crossencoder: dict, llm:
     return out
 
 
+def adapter_systems(query_adapter: dict, base_index) -> dict[str, tuple]:
+    """The adapter's rows over the base model's table (the vectors it was trained over); none when it is off."""
+    if not query_adapter.get("enabled"):
+        return {}
+    return {"dense_adapter": (base_index, "dense", ADAPTER), "hybrid_adapter": (base_index, "hybrid", ADAPTER)}
+
+
+def make_encoder(embedder: EmbedderResource, query_adapter: dict):
+    """encode(texts, key): the model at `key` (a path; None = the base model), or the adapter for key ADAPTER."""
+    adapter = (QueryAdapter(load_adapter(query_adapter["weights_path"]), lambda texts: embedder.encode(texts, None))
+               if query_adapter.get("enabled") else None)
+
+    def encode(texts: list[str], key: str | None):
+        return adapter.adapt_queries(texts) if key == ADAPTER else embedder.encode(texts, key)
+
+    return encode
+
+
 def retrieve_all(index, retriever: str, texts: list[str], vectors, k: int) -> list[list[tuple[str, float]]]:
     return [index.search(retriever, t, v, k) for t, v in zip(texts, vectors)]
 
 
 def evaluate_query_set(query_set: QuerySet, systems: dict[str, tuple], encode, rerankers: list[tuple] = (),
                        chunk_text: dict[str, str] | None = None, rerank_depth: int = 20):
-    """Metrics of every system on one query set. systems: name -> (index, retriever, model path or None).
+    """Metrics of every system on one query set. systems: name -> (index, retriever, encoder key: a model path,
+    None for the base model, or ADAPTER; `encode(texts, key)` turns the queries into vectors).
     rerankers: (suffix, reranker, first stages) -> a "<first stage>+<suffix>" row for each first stage."""
     qids = query_set.qids
     texts = [query_set.queries[q] for q in qids]
@@ -222,7 +245,7 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                       chunks: pd.DataFrame, query_splits: pd.DataFrame, training_triplets: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
                       finetuned_crossencoder: dict, judge_agreement: dict, distilled_index: dict,
-                      distilled_biencoder: dict, embedder: EmbedderResource, llm: LLMResource,
+                      distilled_biencoder: dict, query_adapter: dict, embedder: EmbedderResource, llm: LLMResource,
                       lancedb: LanceDBResource, workspace: WorkspaceResource,
                       mlflow: MLflowResource, config: EvaluationConfig) -> dg.Output[dict]:
     """Retrieval quality of every retriever, before and after fine-tuning and reranking, on synthetic and human
@@ -237,12 +260,15 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
         distilled = lancedb.open(distilled_index["table"])
         systems.update({"dense_distilled": (distilled, "dense", distilled_biencoder["model_path"]),
                         "hybrid_distilled": (distilled, "hybrid", distilled_biencoder["model_path"])})
-    encode = lambda texts, path: embedder.encode(texts, path)  # noqa: E731
+    systems.update(adapter_systems(query_adapter, base))
+    encode = make_encoder(embedder, query_adapter)
     sets = build_query_sets(query_splits, human_queries, chunks)
     report = {"query_sets": {}, "generated_at": datetime.now(timezone.utc).isoformat(),
               "corpus": chunks.attrs.get("corpus_name", "corpus"), "corpus_hash": chunks.attrs.get("corpus_hash", ""),
               "model": {k: finetuned_biencoder.get(k) for k in ("model_path", "mlflow_run_id", "model_version",
-                                                                "base_model")}}
+                                                                "base_model")},
+              "adapter": {k: query_adapter.get(k) for k in ("enabled", "kind", "weights_path", "mlflow_run_id",
+                                                            "model_version", "base_model", "best_epoch")}}
     rerankers = build_rerankers(config, finetuned_crossencoder, llm, embedder.resolved_device())
     report["rerankers"] = {"depth": config.rerank_depth,
                            **{suffix: {"model": r.name, "first_stages": list(st)} for suffix, r, st in rerankers}}
@@ -285,6 +311,9 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
         mlflow.log_to_run(finetuned_biencoder["mlflow_run_id"], mlflow_metrics(report),
                           [str(reports / "evaluation.json"), str(reports / "evaluation.md"),
                            *((str(path), "plots") for path in charts.values())])
+    if config.log_to_mlflow and query_adapter.get("mlflow_run_id"):
+        adapter_rows = {k: v for k, v in mlflow_metrics(report).items() if "_adapter." in k}   # its own run: its rows
+        mlflow.log_to_run(query_adapter["mlflow_run_id"], adapter_rows)
     flat = {f"{s}/{r}/ndcg@10": dg.MetadataValue.float(ms["ndcg@10"])
             for s, qs in report["query_sets"].items() for r, ms in qs["retrievers"].items()}
     plots = {f"plot/{name}": image(path, alt=f"{name}: nDCG@10 before and after, with the 95% CI of each delta")

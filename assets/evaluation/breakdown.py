@@ -126,14 +126,18 @@ def breakdowns_markdown(report: dict) -> str:
     return "\n\n".join([f"Document length buckets (words, the corpus's tertiles): {rule}", *tables])
 
 
-def feedback_markdown(report: dict, retrievers: tuple[str, ...] = ("dense_finetuned", "hybrid_finetuned")) -> str:
-    """Per query set: the fine-tuned rows' gain over their baseline on queries whose relevant documents the
-    training feedback cited (seen) and on the rest (unseen), each with its CI: memory vs generalisation."""
+def feedback_markdown(report: dict, retrievers: tuple[str, ...] = ("dense_finetuned", "hybrid_finetuned",
+                                                                   "dense_adapter", "hybrid_adapter")) -> str:
+    """Per query set: the trained rows' (fine-tuned model, query adapter) gain over their baseline on queries
+    whose relevant documents the training feedback cited (seen) and on the rest (unseen), each with its CI:
+    memory vs generalisation. A retriever the set has no row for (the adapter when it is off) is left out."""
     lines = ["| query set | retriever | seen: n | seen: delta [95% CI] | unseen: n | unseen: delta [95% CI] |",
              "|---|---|---|---|---|---|"]
     for name, qs in report["query_sets"].items():
         groups = qs["breakdown"].get("by_feedback", {})
         for r in retrievers:
+            if "retrievers" in qs and r not in qs["retrievers"]:
+                continue
             cells = []
             for g in FEEDBACK_GROUPS:
                 c = groups.get(g, {}).get("vs_baseline", {}).get(r)

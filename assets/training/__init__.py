@@ -147,3 +147,4 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
 from assets.training.reranker import finetuned_crossencoder  # noqa: E402,F401  (the reranker: its own module)
 from assets.training.distilled import distilled_biencoder  # noqa: E402,F401  (the distillation option)
 from assets.training.learning_curve import learning_curve  # noqa: E402,F401  (training on growing subsets)
+from assets.training.query_adapter import query_adapter  # noqa: E402,F401  (the query-side adapter)

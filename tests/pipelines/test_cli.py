@@ -73,6 +73,14 @@ def test_rerank_and_distill_knobs_and_only_keeps_config_of_selected_assets():
     assert "distilled_biencoder" not in build_run_config(parser().parse_args(["run"]))["ops"]
 
 
+def test_adapter_knobs_turn_it_off_or_choose_its_kind():
+    assert build_run_config(parser().parse_args(["run", "--no-adapter"]))["ops"]["query_adapter"]["config"] == {
+        "enabled": False}
+    assert build_run_config(parser().parse_args(["run", "--adapter-kind", "mlp"]))["ops"]["query_adapter"]["config"] == {
+        "kind": "mlp"}
+    assert "query_adapter" not in build_run_config(parser().parse_args(["run"]))["ops"]   # on, linear: its defaults
+
+
 def test_learning_curve_knobs_reach_its_config_with_the_shipped_recipe():
     import pytest
 

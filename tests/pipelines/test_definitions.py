@@ -15,6 +15,7 @@ TINY_RUN_CONFIG = {
         "distilled_biencoder": {"config": {"enabled": True, "max_steps": 2, "batch_size": 8, "evals_per_run": 1}},
         "finetuned_crossencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1, "max_length": 64}},
         "learning_curve": {"config": {"sizes": [4, 8], "logged_sizes": [3, 6], "seeds": [0, 1], "batch_size": 8}},
+        "query_adapter": {"config": {"batch_size": 8, "max_epochs": 10}},
     }
 }
 
@@ -27,7 +28,7 @@ def test_definitions_load_with_job_schedule_and_checks(tmp_path):
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert {"documents", "human_queries", "chunks", "baseline_index", "synthetic_queries", "relevance_labels",
             "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_crossencoder",
-            "finetuned_index", "judge_agreement", "evaluation_report", "learning_curve"} <= keys
+            "finetuned_index", "judge_agreement", "evaluation_report", "learning_curve", "query_adapter"} <= keys
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted", "no_test_query_in_training"} <= checks
     assert {"promotion_gate", "serving_index"} <= keys
@@ -74,7 +75,8 @@ def test_report_has_every_retriever_on_synthetic_and_human_sets(tiny_run):
     first = {"bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"}
     for qs in sets.values():
         assert set(qs["retrievers"]) == first | {f"{s}+rerank_finetuned" for s in first} | {
-            "hybrid_finetuned+rerank_offtheshelf", "dense_distilled", "hybrid_distilled"}
+            "hybrid_finetuned+rerank_offtheshelf", "dense_distilled", "hybrid_distilled", "dense_adapter",
+            "hybrid_adapter"}
         upr = qs["retrievers"]["hybrid_finetuned+rerank_offtheshelf"]
         assert upr["rerank_depth"] == 20 and upr["rerank_timed_queries"] == qs["n_queries"]
         assert 0 < upr["rerank_ms_p50"] <= upr["rerank_ms_p95"]
@@ -199,6 +201,38 @@ def test_reranker_is_tracked_registered_and_served_from_the_registry(tiny_run):
     assert version.tags["flywheel.reranker_verdict"] == ("ship" if verdict["ship"] else "hold")
     assert version.tags["flywheel.reranker_reason"] == verdict["reason"] and verdict["sets"]
     assert ("champion" in version.aliases) == verdict["ship"]
+
+
+def test_the_adapter_is_trained_registered_and_compared_with_the_base_rows_on_every_set(tiny_run):
+    import mlflow
+
+    home, result = tiny_run
+    adapter = result.output_for_node("query_adapter")
+    assert adapter["enabled"] and adapter["steps"] > 0 and adapter["index_table"] == "chunks_base"
+    client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    [version] = client.search_model_versions(f"name='{adapter['registered_model']}'")
+    assert version.run_id == adapter["mlflow_run_id"]
+    assert "adapter.npz" in {a.path for a in client.list_artifacts(adapter["mlflow_run_id"])}
+    report = json.loads((home / "reports" / "evaluation.json").read_text())
+    assert report["adapter"]["weights_path"] == adapter["weights_path"]
+    kinds = set()
+    for qs in report["query_sets"].values():
+        kinds.add(qs["kind"])
+        for row, base in (("dense_adapter", "dense_base"), ("hybrid_adapter", "hybrid_base")):
+            m = qs["retrievers"][row]
+            assert m["baseline"] == base and m["n_paired"] == qs["n_queries"]
+            assert m["ci95"][0] <= m["delta_ndcg@10"] <= m["ci95"][1]
+            assert m["delta_ndcg@10"] == pytest.approx(m["ndcg@10"] - qs["retrievers"][base]["ndcg@10"], abs=1e-5)
+        by = qs["breakdown"]["by_feedback"]
+        assert all("dense_adapter" in by[g]["vs_baseline"] for g in ("seen", "unseen") if by[g]["n_queries"])
+    assert kinds == {"synthetic", "human"}
+    md = (home / "reports" / "evaluation.md").read_text()
+    assert "| hybrid_adapter | hybrid_base |" in md
+    run = client.get_run(result.output_for_node("finetuned_biencoder")["mlflow_run_id"])
+    assert "synthetic.test.dense_adapter.delta_ndcg_at_10" in run.data.metrics
+    own = client.get_run(adapter["mlflow_run_id"]).data.metrics    # the adapter's run gets its rows, only those
+    assert own["synthetic.test.hybrid_adapter.ndcg_at_10"] == report["query_sets"]["synthetic/test"]["retrievers"][
+        "hybrid_adapter"]["ndcg@10"] and not any("finetuned" in k for k in own)
 
 
 def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_of_config(tmp_path, monkeypatch):

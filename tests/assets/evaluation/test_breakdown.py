@@ -66,6 +66,21 @@ def test_seen_and_unseen_queries_get_their_own_means_and_paired_deltas():
     assert unseen["delta_ndcg@10"] == pytest.approx(-0.05) and unseen["baseline"] == "dense_base"
 
 
+def test_the_seen_unseen_table_has_the_adapter_rows_only_when_the_report_has_them():
+    from assets.evaluation.breakdown import feedback_markdown
+
+    rows = ["dense_base", "dense_finetuned", "dense_adapter"]
+    pq = pd.DataFrame({"retriever": [r for r in rows for _ in range(4)], "qid": list("abcd") * 3,
+                       "ndcg@10": [0.2, 0.4, 0.5, 0.5, 0.8, 0.9, 0.5, 0.4, 0.3, 0.5, 0.5, 0.7], "style": ["human"] * 12,
+                       "doc_length_bucket": ["short"] * 12, "feedback": ["seen", "seen", "unseen", "unseen"] * 3})
+    qs = {"retrievers": {r: {} for r in rows}, "breakdown": breakdown(pq, resamples=2000)}
+    text = feedback_markdown({"query_sets": {"human/x": qs}})
+    assert "| human/x | dense_adapter | 2 | +0.100 [" in text and "| 2 | +0.100 [" in text.split("dense_adapter")[1]
+    assert "hybrid_adapter" not in text and "| human/x | hybrid_finetuned | 2 | - |" not in text
+    qs["retrievers"] = {"dense_base": {}, "dense_finetuned": {}}      # the adapter off: no row for it
+    assert "dense_adapter" not in feedback_markdown({"query_sets": {"human/x": qs}})
+
+
 def test_the_report_section_states_the_bucket_rule_before_the_tables():
     from assets.evaluation.breakdown import breakdowns_markdown
 

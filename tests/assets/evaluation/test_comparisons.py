@@ -11,6 +11,7 @@ from assets.evaluation.comparisons import (add_comparisons, baseline_of, compare
     ("bm25", None), ("dense_base", "bm25"), ("hybrid_base", "bm25"),
     ("dense_finetuned", "dense_base"), ("hybrid_finetuned", "hybrid_base"),
     ("dense_distilled", "dense_base"), ("hybrid_distilled", "hybrid_base"),
+    ("dense_adapter", "dense_base"), ("hybrid_adapter", "hybrid_base"),
     ("hybrid_finetuned+rerank_offtheshelf", "hybrid_finetuned"), ("bm25+rerank_finetuned", "bm25"),
     ("something_new", None),
 ])
