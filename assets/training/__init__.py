@@ -14,6 +14,8 @@ import dagster as dg
 import pandas as pd
 
 from assets.training.biencoder import TrainSettings, train_biencoder
+from assets.training.version import code_version  # noqa: F401  (re-exported)
+from assets.training.scaffold import mlflow_metric_logger, run_tags
 from assets.training.blend import blend_counts, blend_rows
 from assets.training.retrain import retrain_or_reuse
 from resources.compute import compute_tags
@@ -41,30 +43,6 @@ class TrainConfig(dg.Config):
     feedback_weight: float = 1.0        # many times, and each logged-feedback row this many; 0 leaves an origin out
 
 
-def code_version() -> str:
-    """What code trained a model, for its MLflow tags: FLYWHEEL_CODE_VERSION (the Docker image sets it from a
-    build argument: there is no .git inside), else the git commit (with "-dirty" for uncommitted changes),
-    else the installed package's version."""
-    if os.environ.get("FLYWHEEL_CODE_VERSION"):
-        return os.environ["FLYWHEEL_CODE_VERSION"]
-    here = Path(__file__).parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=here, timeout=5).stdout.strip()
-        if commit:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                   text=True, cwd=here, timeout=5).stdout.strip()
-            return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"rag-flywheel {version('rag-flywheel')} (no git checkout)"
-    except PackageNotFoundError:
-        return "unknown"
-
-
 def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.DataFrame, embedder: EmbedderResource,
                        mlflow: MLflowResource, workspace: WorkspaceResource, config: TrainConfig, loss: str,
                        registered_name: str) -> dg.Output[dict]:
@@ -78,9 +56,7 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
                              batch_size=config.batch_size * plan.batch_scale, interpolation=config.interpolation,
                              evals_per_run=config.evals_per_run, seed=config.seed, precision=plan.precision, loss=loss)
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
-    tags = {"corpus": corpus_name, "corpus_hash": chunks.attrs.get("corpus_hash", ""),
-            "code_version": code_version(), "base_model": embedder.base_model_path(), "device": device,
-            "dagster_run_id": context.run_id, "model_kind": "bi-encoder", "loss": loss}
+    tags = run_tags(context, chunks, embedder.base_model_path(), device, "bi-encoder", loss=loss)
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(embedder.base_model_path(), device=device)
@@ -93,12 +69,9 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
                                "loss": LOSS_NAMES[loss], "n_chunks": len(chunks), **blend_counts(training_triplets),
                                "synthetic_weight": config.synthetic_weight, "feedback_weight": config.feedback_weight})
 
-        def on_log(logs: dict, step: int) -> None:
-            numeric = {k.replace("@", "_at_"): float(v) for k, v in logs.items() if isinstance(v, (int, float))}
-            mlflow_api.log_metrics(numeric, step=step)
-
         out_dir = workspace.models_dir / kind / run.info.run_id
-        result = train_biencoder(model, training_triplets, chunks, out_dir, settings, on_log=on_log)
+        result = train_biencoder(model, training_triplets, chunks, out_dir, settings,
+                                 on_log=mlflow_metric_logger(mlflow_api))
         seconds = time.perf_counter() - t0
         mlflow_api.log_metric("train_seconds", seconds)
         version = None

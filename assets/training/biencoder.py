@@ -11,11 +11,14 @@ alpha * fine-tuned + (1 - alpha) * base, keeping much of what the base model kne
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+
+from assets.training.scaffold import (TrainResult, checkpoint_args, finish, recorder, step_budget,  # noqa: F401
+                                      validate)
 
 
 @dataclass
@@ -30,15 +33,6 @@ class TrainSettings:
     seed: int = 42
     precision: str = "fp32"           # "bf16" / "fp16" on an accelerator (resources.device.plan_for)
     loss: str = "mnrl"                # "mnrl" (contrastive) or "margin_mse" (distil a teacher's margins, as GPL)
-
-
-@dataclass
-class TrainResult:
-    model_path: str
-    steps: int
-    history: list[dict] = field(default_factory=list)   # every logged dict (loss, lr, eval metrics) with its step
-    validation_base: dict[str, float] = field(default_factory=dict)
-    validation_final: dict[str, float] = field(default_factory=dict)
 
 
 def interpolate_weights(base_state: dict, tuned_state: dict, alpha: float) -> dict:
@@ -102,7 +96,6 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
                                                             SentenceTransformerTrainingArguments)
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
-    from transformers import TrainerCallback
 
     from sentence_transformers.sentence_transformer.losses import MarginMSELoss
 
@@ -121,49 +114,18 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
     evaluator = validation_evaluator(triplets, chunks, seed=settings.seed)
     base_state = copy.deepcopy(model.state_dict()) if settings.interpolation < 1.0 else None
 
-    # 2. The step budget and how often to validate
-    batch = min(settings.batch_size, len(train))
-    steps_per_epoch = max(1, len(train) // batch)
-    total = settings.max_steps or max(1, int(round(steps_per_epoch * settings.epochs)))
-    eval_every = max(1, total // max(1, settings.evals_per_run))
-
+    # 2. The step budget, how often to validate, and the trainer (scaffold.py: shared with the cross-encoder)
+    budget = step_budget(len(train), settings.batch_size, settings.epochs, settings.max_steps, settings.evals_per_run)
     history: list[dict] = []
-
-    class _Recorder(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
-                history.append({"step": state.global_step, **logs})
-                if on_log:
-                    on_log(logs, state.global_step)
-
-    validation_base = evaluator(model) if evaluator is not None else {}
-    if on_log and validation_base:
-        on_log({f"eval_{k}": v for k, v in validation_base.items()}, 0)
-
+    validation_base = validate(evaluator, model, on_log, "eval_", 0)
     args = SentenceTransformerTrainingArguments(
-        output_dir=str(out_dir / "checkpoints"),
+        **checkpoint_args(out_dir, budget, validated=evaluator is not None,
+                          metric="eval_validation_cosine_ndcg@10", learning_rate=settings.learning_rate,
+                          warmup_ratio=settings.warmup_ratio, precision=settings.precision, seed=settings.seed),
         num_train_epochs=settings.epochs,
-        max_steps=total,
-        per_device_train_batch_size=batch,
-        per_device_eval_batch_size=batch,
-        learning_rate=settings.learning_rate,
-        warmup_steps=int(settings.warmup_ratio * total),
+        per_device_eval_batch_size=budget.batch,
         batch_sampler=BatchSamplers.BATCH_SAMPLER if distil else BatchSamplers.NO_DUPLICATES,  # MNRL: a repeated
         #   text in a batch would be its own false negative; margin-MSE looks at each row alone
-        eval_strategy="steps" if evaluator is not None else "no",
-        eval_steps=eval_every,
-        save_strategy="steps" if evaluator is not None else "no",
-        save_steps=eval_every,
-        save_total_limit=1,
-        load_best_model_at_end=evaluator is not None,   # keep the checkpoint that validated best
-        metric_for_best_model="eval_validation_cosine_ndcg@10",
-        logging_steps=max(1, min(10, eval_every)),
-        bf16=settings.precision == "bf16",
-        fp16=settings.precision == "fp16",
-        seed=settings.seed,
-        report_to="none",                               # MLflow is driven by the asset, through on_log
-        dataloader_num_workers=0,
-        disable_tqdm=True,
     )
     trainer = SentenceTransformerTrainer(
         model=model,
@@ -172,21 +134,12 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
         eval_dataset=None,
         loss=MarginMSELoss(model) if distil else MultipleNegativesRankingLoss(model),
         evaluator=evaluator,
-        callbacks=[_Recorder()],
+        callbacks=[recorder(history, on_log)],
     )
     trainer.train()
 
     # 3. WiSE-FT: move part of the way back towards the base weights
     if base_state is not None:
         model.load_state_dict(interpolate_weights(base_state, model.state_dict(), settings.interpolation))
-    validation_final = evaluator(model) if evaluator is not None else {}
-    if on_log and validation_final:
-        on_log({f"eval_final_{k}": v for k, v in validation_final.items()}, total + 1)
-
-    # 4. Save the shipped model (the checkpoints folder is scratch)
-    model_path = out_dir / "model"
-    model.save(str(model_path))
-    import shutil
-
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    return TrainResult(str(model_path), total, history, validation_base, validation_final)
+    # 4. Validate the shipped weights, save them, delete the scratch checkpoints
+    return finish(model, evaluator, on_log, budget, out_dir, history, validation_base)

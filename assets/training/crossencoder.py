@@ -23,7 +23,7 @@ from typing import Callable
 
 import pandas as pd
 
-from assets.training.biencoder import TrainResult
+from assets.training.scaffold import TrainResult, checkpoint_args, finish, recorder, step_budget, validate
 
 MIN_STEPS_WHY = """A head on a bi-encoder's body sits on a plateau at loss ln 2 (it scores every pair alike) before it
 learns: on cranfield's 2,732 training pairs (batch 16, head 1e-3, body 5e-5) the loss stayed 0.69-0.70 for ~170
@@ -140,13 +140,10 @@ def head_rate(model, rate: float) -> dict[str, float] | None:
 def train_crossencoder(model, pairs: pd.DataFrame, out_dir: Path, settings: RerankerSettings,
                        on_log: Callable[[dict, int], None] | None = None) -> TrainResult:
     """Fine-tune `model` (a CrossEncoder, modified in place) and save it to out_dir/model."""
-    import shutil
-
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.evaluation import CrossEncoderRerankingEvaluator
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-    from transformers import TrainerCallback
 
     # 1. Data: (query, passage) -> soft target, in that column order
     train = pairs[pairs["split"] == "train"][["query", "passage", "target"]].rename(columns={"target": "label"})
@@ -158,54 +155,20 @@ def train_crossencoder(model, pairs: pd.DataFrame, out_dir: Path, settings: Rera
     evaluator = (CrossEncoderRerankingEvaluator(samples, at_k=10, name="validation", write_csv=False)
                  if samples else None)
 
-    # 2. The step budget and how often to validate
-    batch = min(settings.batch_size, len(train))
-    total = settings.max_steps or max(settings.min_steps, int(round(max(1, len(train) // batch) * settings.epochs)))
-    eval_every = max(1, total // max(1, settings.evals_per_run))
+    # 2. The step budget, how often to validate, and the trainer (scaffold.py: shared with the bi-encoder)
+    budget = step_budget(len(train), settings.batch_size, settings.epochs, settings.max_steps, settings.evals_per_run,
+                         min_steps=settings.min_steps)
     history: list[dict] = []
-
-    class _Recorder(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs:
-                history.append({"step": state.global_step, **logs})
-                if on_log:
-                    on_log(logs, state.global_step)
-
-    validation_base = evaluator(model) if evaluator is not None else {}
-    if on_log and validation_base:
-        on_log({f"eval_{k}": v for k, v in validation_base.items()}, 0)
+    validation_base = validate(evaluator, model, on_log, "eval_", 0)
     args = CrossEncoderTrainingArguments(
-        output_dir=str(out_dir / "checkpoints"),
-        max_steps=total,
-        per_device_train_batch_size=batch,
-        learning_rate=settings.learning_rate,
+        **checkpoint_args(out_dir, budget, validated=evaluator is not None, metric=f"eval_{VALIDATION_METRIC}",
+                          learning_rate=settings.learning_rate, warmup_ratio=settings.warmup_ratio,
+                          precision=settings.precision, seed=settings.seed),
         learning_rate_mapping=head_rate(model, settings.head_learning_rate),
-        warmup_steps=int(settings.warmup_ratio * total),
-        eval_strategy="steps" if evaluator is not None else "no",
-        eval_steps=eval_every,
-        save_strategy="steps" if evaluator is not None else "no",
-        save_steps=eval_every,
-        save_total_limit=1,
-        load_best_model_at_end=evaluator is not None,     # keep the checkpoint that reranked validation best
-        metric_for_best_model=f"eval_{VALIDATION_METRIC}",
-        logging_steps=max(1, min(10, eval_every)),
-        bf16=settings.precision == "bf16",
-        fp16=settings.precision == "fp16",
-        seed=settings.seed,
-        report_to="none",                                  # MLflow is driven by the asset, through on_log
-        dataloader_num_workers=0,
-        disable_tqdm=True,
     )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_ds,
                                   loss=BinaryCrossEntropyLoss(model),   # BCE-with-logits accepts soft targets
-                                  evaluator=evaluator, callbacks=[_Recorder()])
+                                  evaluator=evaluator, callbacks=[recorder(history, on_log)])
     trainer.train()
-    validation_final = evaluator(model) if evaluator is not None else {}
-    if on_log and validation_final:
-        on_log({f"eval_final_{k}": v for k, v in validation_final.items()}, total + 1)
-
-    # 3. Save the model (the checkpoints folder is scratch)
-    model_path = out_dir / "model"
-    model.save(str(model_path))
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    return TrainResult(str(model_path), total, history, validation_base, validation_final)
+    # 3. Validate, save, delete the scratch checkpoints
+    return finish(model, evaluator, on_log, budget, out_dir, history, validation_base)

@@ -25,7 +25,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import image, save_figure
-from assets.training import code_version
+from assets.training.scaffold import mlflow_metric_logger, run_tags
 from assets.training.adapter import (AdapterSettings, loss_figure, save_adapter, train_adapter,
                                      triplet_vectors)
 from assets.training.blend import blend_counts, blend_rows
@@ -117,9 +117,7 @@ def train_and_register_adapter(context, training_triplets: pd.DataFrame, chunks:
 
     # 2. Train, tracked: per-epoch losses as MLflow metrics (step = epoch), the weights as an artifact and a model
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
-    tags = {"corpus": corpus_name, "corpus_hash": chunks.attrs.get("corpus_hash", ""), "code_version": code_version(),
-            "base_model": base_model, "dagster_run_id": context.run_id, "model_kind": "query-adapter",
-            "adapter_kind": settings.kind}
+    tags = run_tags(context, chunks, base_model, "cpu", "query-adapter", adapter_kind=settings.kind)
     with mlflow.start_run(corpus_name, run_name=f"adapter-{context.run_id[:8]}", tags=tags) as run:
         mlflow_api.log_params({**settings.__dict__, "loss": "InfoNCE(in-batch + hard negative, scale 20)",
                                "n_train": len(q), "n_validation": len(vq), "dim": int(mat.shape[1]),
@@ -127,11 +125,9 @@ def train_and_register_adapter(context, training_triplets: pd.DataFrame, chunks:
                                **blend_counts(blended), "synthetic_weight": config.synthetic_weight,
                                "feedback_weight": config.feedback_weight})
 
-        def on_epoch(row: dict) -> None:
-            mlflow_api.log_metrics({k.replace("@", "_at_"): v for k, v in row.items() if k != "epoch"},
-                                   step=row["epoch"])
-
-        result = train_adapter(q, p, n, (vq, vp, vn) if len(vq) else None, settings, on_epoch=on_epoch)
+        log = mlflow_metric_logger(mlflow_api)
+        result = train_adapter(q, p, n, (vq, vp, vn) if len(vq) else None, settings,
+                               on_epoch=lambda row: log({k: v for k, v in row.items() if k != "epoch"}, row["epoch"]))
         out_dir = workspace.models_dir / "adapter" / run.info.run_id
         weights_path = str(save_adapter(result.weights, out_dir / "adapter.npz"))
         plot = save_figure(loss_figure(result.history, settings.recall_k), out_dir / "adapter_loss.png")

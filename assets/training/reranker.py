@@ -16,6 +16,7 @@ from assets.splits import split_of
 from assets.training.crossencoder import (RerankerSettings, is_biencoder_folder, load_reranker, reranker_pairs,
                                          train_crossencoder)
 from assets.training.blend import blend_rows
+from assets.training.scaffold import mlflow_metric_logger, run_tags
 from assets.training.retrain import retrain_or_reuse
 from resources.device import plan_for
 from resources.compute import compute_tags
@@ -91,20 +92,15 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
                                 max_length=config.max_length, seed=config.seed, precision=plan.precision)
     model = load_reranker(base, device, config.max_length)
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
-    tags = {"corpus": corpus_name, "corpus_hash": chunks.attrs.get("corpus_hash", ""), "base_model": base,
-            "device": device, "dagster_run_id": context.run_id, "model_kind": "cross-encoder"}
+    tags = run_tags(context, chunks, base, device, "cross-encoder")
     t0 = time.perf_counter()
     with mlflow.start_run(corpus_name, run_name=f"crossencoder-{context.run_id[:8]}", tags=tags) as run:
         counts = pairs.groupby(["split", "origin"]).size()
         mlflow_api.log_params({**settings.__dict__, "loss": "BinaryCrossEntropyLoss(graded targets)",
                                "base_model": base, **{f"n_{s}_{o}": int(n) for (s, o), n in counts.items()}})
 
-        def on_log(logs: dict, step: int) -> None:
-            mlflow_api.log_metrics({k.replace("@", "_at_"): float(v) for k, v in logs.items()
-                                    if isinstance(v, (int, float))}, step=step)
-
         out_dir = workspace.models_dir / "crossencoder" / run.info.run_id
-        result = train_crossencoder(model, pairs, out_dir, settings, on_log=on_log)
+        result = train_crossencoder(model, pairs, out_dir, settings, on_log=mlflow_metric_logger(mlflow_api))
         seconds = time.perf_counter() - t0
         mlflow_api.log_metric("train_seconds", seconds)
         version = log_reranker_model(mlflow_api, result.model_path, config.register_model)

@@ -1,8 +1,7 @@
 """code_version: what trained a model, truthful where there is no .git (the Docker image)."""
 import subprocess
 
-from assets import training
-from assets.training import code_version
+from assets.training import code_version, version
 
 
 def test_the_build_argument_wins(monkeypatch):
@@ -13,7 +12,7 @@ def test_the_build_argument_wins(monkeypatch):
 def test_a_checkout_gives_its_commit(monkeypatch):
     monkeypatch.delenv("FLYWHEEL_CODE_VERSION", raising=False)
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=training.__file__.rsplit("/", 1)[0]).stdout.strip()
+                          cwd=version.__file__.rsplit("/", 1)[0]).stdout.strip()
     assert head and code_version().removesuffix("-dirty") == head
 
 
@@ -23,7 +22,7 @@ def test_without_git_the_installed_package_version_not_unknown(monkeypatch):
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
 
-    monkeypatch.setattr(training.subprocess, "run", no_git)
-    from importlib.metadata import version
+    monkeypatch.setattr(version.subprocess, "run", no_git)
+    from importlib.metadata import version as installed
 
-    assert code_version() == f"rag-flywheel {version('rag-flywheel')} (no git checkout)"
+    assert code_version() == f"rag-flywheel {installed('rag-flywheel')} (no git checkout)"

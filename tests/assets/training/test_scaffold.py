@@ -1,0 +1,55 @@
+"""The training scaffolding both recipes share: budget, recorder, finish, tags."""
+from types import SimpleNamespace
+
+import pandas as pd
+
+from assets.training.scaffold import finish, mlflow_metric_logger, recorder, run_tags, step_budget
+
+
+def test_step_budget_epochs_max_steps_and_the_floor():
+    assert step_budget(100, 32, 1.0, 0, 4) == step_budget(100, 32, 1.0, 0, 4)
+    b = step_budget(100, 32, 1.0, 0, 4)
+    assert (b.batch, b.total, b.eval_every) == (32, 3, 1)
+    assert step_budget(5, 32, 2.0, 0, 4).batch == 5 and step_budget(5, 32, 2.0, 0, 4).total == 2
+    assert step_budget(100, 16, 1.0, 0, 4, min_steps=300).total == 300      # the reranker's floor
+    assert step_budget(100, 16, 1.0, 7, 4, min_steps=300).total == 7        # max_steps wins over everything
+
+
+def test_recorder_keeps_every_log_with_its_step_and_passes_it_on():
+    history, seen = [], []
+    cb = recorder(history, lambda logs, step: seen.append((step, logs)))
+    cb.on_log(None, SimpleNamespace(global_step=3), None, logs={"loss": 0.5})
+    cb.on_log(None, SimpleNamespace(global_step=4), None, logs=None)
+    assert history == [{"step": 3, "loss": 0.5}] and seen == [(3, {"loss": 0.5})]
+
+
+def test_finish_validates_saves_and_leaves_no_checkpoint(tmp_path):
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    saved, logged = [], []
+
+    class Model:
+        def save(self, path):
+            saved.append(path)
+
+    result = finish(Model(), lambda m: {"ndcg@10": 0.5}, lambda logs, step: logged.append((step, logs)),
+                    step_budget(10, 2, 1.0, 0, 1), tmp_path, [{"step": 1}], {"ndcg@10": 0.4})
+    assert not (tmp_path / "checkpoints").exists() and saved == [str(tmp_path / "model")]
+    assert result.validation_final == {"ndcg@10": 0.5} and result.steps == 5
+    assert logged == [(6, {"eval_final_ndcg@10": 0.5})]
+
+
+def test_every_training_run_is_tagged_with_the_code_that_trained_it(monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_CODE_VERSION", "abc1234")
+    chunks = pd.DataFrame({"chunk_id": ["c"]})
+    chunks.attrs.update(corpus_name="docs", corpus_hash="h")
+    tags = run_tags(SimpleNamespace(run_id="r1"), chunks, "base", "cpu", "cross-encoder", extra="x")
+    assert tags == {"corpus": "docs", "corpus_hash": "h", "code_version": "abc1234", "base_model": "base",
+                    "device": "cpu", "dagster_run_id": "r1", "model_kind": "cross-encoder", "extra": "x"}
+
+
+def test_the_metric_logger_sends_numbers_only_with_mlflow_safe_keys():
+    calls = []
+    log = mlflow_metric_logger(SimpleNamespace(log_metrics=lambda m, step: calls.append((step, m))))
+    log({"eval_ndcg@10": 0.5, "note": "text", "epoch": 1}, 2)
+    log({"note": "only text"}, 3)
+    assert calls == [(2, {"eval_ndcg_at_10": 0.5, "epoch": 1.0})]
