@@ -1,0 +1,68 @@
+"""The GGUF -> safetensors conversion cache of the local LLM: made once, reused, keyed by the file, and a
+folder that cannot be written falls back to loading the GGUF (with no half-written copy left behind)."""
+import os
+
+import pytest
+
+from resources.llm import LocalGGUFLLMResource
+
+
+class _Saved:
+    def __init__(self, log, fail=False):
+        self.log, self.fail = log, fail
+        self.config = type("C", (), {})()
+        self.config.quantization_config = {"q4": True}
+        self.hf_quantizer = "q"
+
+    def save_pretrained(self, path):
+        self.log.append(("save", str(path)))
+        if self.fail:
+            os.makedirs(path, exist_ok=True)       # a partial write, then the disk is full
+            raise OSError("No space left on device")
+        os.makedirs(path, exist_ok=True)
+        with open(os.path.join(path, "config.json"), "w") as f:
+            f.write("{}")
+
+
+@pytest.fixture
+def fake_transformers(monkeypatch):
+    import transformers
+
+    log = []
+    state = {"fail": False}
+
+    def model_from_pretrained(folder, gguf_file=None, **kw):
+        log.append(("load", gguf_file))
+        return _Saved(log, state["fail"])
+
+    class Tok:
+        def save_pretrained(self, path):
+            log.append(("tokenizer", str(path)))
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", model_from_pretrained)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Tok())
+    return log, state
+
+
+def test_converted_once_then_reused_and_a_new_file_converts_again(tmp_path, fake_transformers):
+    log, _ = fake_transformers
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    first = LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf")
+    st = gguf.stat()
+    assert first == tmp_path / f"m.hf-{st.st_size}-{st.st_mtime_ns}" and (first / "config.json").exists()
+    assert [e[0] for e in log] == ["load", "save", "tokenizer"]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]          # renamed into place, atomically
+    log.clear()
+    assert LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf") == first and log == []   # the cache hit
+    os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))      # the GGUF was replaced
+    second = LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf")
+    assert second != first and [e[0] for e in log] == ["load", "save", "tokenizer"]
+
+
+def test_a_folder_that_cannot_be_written_loads_the_gguf_and_leaves_no_partial_copy(tmp_path, fake_transformers):
+    log, state = fake_transformers
+    state["fail"] = True
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    assert LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf") == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
