@@ -48,9 +48,11 @@ def default_home() -> Path:
 
 def default_llm(home: Path) -> LLMResource:
     """The bundled local model, unless FLYWHEEL_LLM_BASE_URL names an OpenAI-compatible endpoint; then the
-    URL, model and key are dg.EnvVar values, read at run time and never shown in the UI."""
+    URL, model and key are dg.EnvVar values, read at run time and never shown in the UI (nor stored in the
+    job snapshot). Without FLYWHEEL_LLM_API_KEY the key is "EMPTY", what keyless local servers take."""
     cache = str(home / "llm_cache.sqlite")
     if os.environ.get("FLYWHEEL_LLM_BASE_URL"):
+        os.environ.setdefault("FLYWHEEL_LLM_API_KEY", "EMPTY")   # an EnvVar that is unset fails the run
         return OpenAICompatibleLLMResource(cache_path=cache, base_url=dg.EnvVar("FLYWHEEL_LLM_BASE_URL"),
                                            model=dg.EnvVar("FLYWHEEL_LLM_MODEL"),
                                            api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"))
