@@ -52,7 +52,8 @@ def default_llm(home: Path) -> LLMResource:
     job snapshot). Without FLYWHEEL_LLM_API_KEY the key is "EMPTY", what keyless local servers take."""
     cache = str(home / "llm_cache.sqlite")
     if os.environ.get("FLYWHEEL_LLM_BASE_URL"):
-        os.environ.setdefault("FLYWHEEL_LLM_API_KEY", "EMPTY")   # an EnvVar that is unset fails the run
+        if not os.environ.get("FLYWHEEL_LLM_API_KEY"):   # an unset EnvVar would fail the run
+            os.environ["FLYWHEEL_LLM_API_KEY"] = "EMPTY"
         return OpenAICompatibleLLMResource(cache_path=cache, base_url=dg.EnvVar("FLYWHEEL_LLM_BASE_URL"),
                                            model=dg.EnvVar("FLYWHEEL_LLM_MODEL"),
                                            api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"))

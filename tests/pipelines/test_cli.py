@@ -22,7 +22,7 @@ def test_openai_backend_needs_url_and_model_and_passes_url_and_key_as_env_vars(t
     from pipelines.cli import make_llm
 
     for var in ("FLYWHEEL_LLM_BASE_URL", "FLYWHEEL_LLM_MODEL", "FLYWHEEL_LLM_API_KEY"):
-        monkeypatch.delenv(var, raising=False)   # make_llm sets them for its run; restored after the test
+        monkeypatch.setenv(var, "")   # make_llm sets them for its run; setenv (not delenv) restores them after
     with pytest.raises(SystemExit, match="--llm-base-url"):
         make_llm(parser().parse_args(["run", "--llm-backend", "openai"]), tmp_path)
     llm = make_llm(parser().parse_args(["run", "--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1",
@@ -170,7 +170,7 @@ def test_the_endpoint_key_is_in_no_file_of_the_home(tmp_path, tiny_beir, tiny_mo
     monkeypatch.setenv("FLYWHEEL_HOME", str(home))
     monkeypatch.setenv("FLYWHEEL_LLM_API_KEY", PLANTED_KEY)
     for var in ("FLYWHEEL_LLM_BASE_URL", "FLYWHEEL_LLM_MODEL"):   # the CLI sets them for its run; restored after
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")
     server = EchoingChatServer()
     try:
         code = main(["run", "--corpus", str(tiny_beir), "--home", str(home), "--base-model", tiny_model_path,
