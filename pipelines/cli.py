@@ -79,16 +79,20 @@ def _ints(value: str | None) -> list[int] | None:
 
 
 def make_llm(args: argparse.Namespace, home: Path):
-    from resources.llm import LocalGGUFLLMResource, OpenAICompatibleLLMResource
+    """The LLM resource of a CLI run. An endpoint's URL and key reach it as dg.EnvVar (read at run time), never
+    as values: a value would be stored in the run's job snapshot in <home>/dagster and shown in the UI."""
+    from pipelines.definitions import default_llm
+    from resources.llm import LocalGGUFLLMResource
 
-    cache = str(home / "llm_cache.sqlite")
     if args.llm_backend == "openai":
-        if not args.llm_base_url or not args.llm_model:
+        base_url = args.llm_base_url or os.environ.get("FLYWHEEL_LLM_BASE_URL", "")
+        model = args.llm_model or os.environ.get("FLYWHEEL_LLM_MODEL", "")
+        if not base_url or not model:
             raise SystemExit("--llm-backend openai needs --llm-base-url (e.g. http://localhost:8000/v1) and --llm-model; "
                              "the key is read from FLYWHEEL_LLM_API_KEY")
-        return OpenAICompatibleLLMResource(cache_path=cache, base_url=args.llm_base_url, model=args.llm_model,
-                                           api_key=os.environ.get("FLYWHEEL_LLM_API_KEY", "EMPTY"))
-    return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "")
+        os.environ.update(FLYWHEEL_LLM_BASE_URL=base_url, FLYWHEEL_LLM_MODEL=model)   # this process's run reads them
+        return default_llm(home)
+    return LocalGGUFLLMResource(cache_path=str(home / "llm_cache.sqlite"), model_path=args.llm_model or "")
 
 
 def _process_alive(pid: int) -> bool:
@@ -282,8 +286,10 @@ def parser() -> argparse.ArgumentParser:
                      help="retrain only when this share of chunks/training queries changed (default 0.05; 0 = always)")
     run.add_argument("--base-model", default="", help="hub id or local folder (default: bundled all-MiniLM-L6-v2)")
     run.add_argument("--llm-backend", choices=["local", "openai"], default="local")
-    run.add_argument("--llm-model", default="", help="local: GGUF file or HF folder; openai: the model name")
-    run.add_argument("--llm-base-url", default="", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    run.add_argument("--llm-model", default="",
+                     help="local: GGUF file or HF folder; openai: the model name (default: $FLYWHEEL_LLM_MODEL)")
+    run.add_argument("--llm-base-url", default="",
+                     help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: $FLYWHEEL_LLM_BASE_URL)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     run.set_defaults(func=cmd_run)
     ui = sub.add_parser("ui", help="start the Dagster UI and the MLflow UI on localhost")

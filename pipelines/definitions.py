@@ -48,9 +48,12 @@ def default_home() -> Path:
 
 def default_llm(home: Path) -> LLMResource:
     """The bundled local model, unless FLYWHEEL_LLM_BASE_URL names an OpenAI-compatible endpoint; then the
-    URL, model and key are dg.EnvVar values, read at run time and never shown in the UI."""
+    URL, model and key are dg.EnvVar values, read at run time and never shown in the UI (nor stored in the
+    job snapshot). Without FLYWHEEL_LLM_API_KEY the key is "EMPTY", what keyless local servers take."""
     cache = str(home / "llm_cache.sqlite")
     if os.environ.get("FLYWHEEL_LLM_BASE_URL"):
+        if not os.environ.get("FLYWHEEL_LLM_API_KEY"):   # an unset EnvVar would fail the run
+            os.environ["FLYWHEEL_LLM_API_KEY"] = "EMPTY"
         return OpenAICompatibleLLMResource(cache_path=cache, base_url=dg.EnvVar("FLYWHEEL_LLM_BASE_URL"),
                                            model=dg.EnvVar("FLYWHEEL_LLM_MODEL"),
                                            api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"))

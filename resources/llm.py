@@ -43,6 +43,7 @@ from pydantic import Field, PrivateAttr
 from resources import prompts
 from resources.llm_cache import LLMCache, cache_key, text_hash
 from resources.prompts import ALL_STYLES
+from resources.scrub import scrub_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -98,10 +99,10 @@ class CallStats:
     failure_examples: list[str] = field(default_factory=list)  # a few error messages
     filter_reasons: dict[str, int] = field(default_factory=dict)  # filter_queries' reasons, summed
 
-    def add_failure(self, exc: BaseException) -> None:
+    def add_failure(self, exc: BaseException, secrets: tuple[str, ...] = ()) -> None:
         self.failures += 1
         if len(self.failure_examples) < _MAX_FAILURE_EXAMPLES:
-            self.failure_examples.append(f"{type(exc).__name__}: {exc}"[:300])
+            self.failure_examples.append(failure_text(exc, secrets)[:300])   # scrubbed whole, then cut
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,12 @@ class _Call:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+
+
+def failure_text(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """What a failed call's error says, with the key and anything token-like scrubbed: it goes into logs and
+    metadata, and some endpoints echo the request's Authorization header in their errors."""
+    return scrub_secrets(f"{type(exc).__name__}: {exc}", secrets)
 
 
 # ------------------------------------------------------------------------------------------------- base
@@ -169,6 +176,10 @@ class LLMResource(dg.ConfigurableResource):
     def _grades(self, requests: list[JudgeRequest], scores: list[float | None]) -> list[int | None]:
         raise NotImplementedError
 
+    def _secrets(self) -> tuple[str, ...]:
+        """Values that must never be recorded (an endpoint's key): scrubbed from every failure's text."""
+        return ()
+
     # -- shared machinery
     def get_cache(self) -> LLMCache:
         if self._cache is None:
@@ -200,9 +211,9 @@ class LLMResource(dg.ConfigurableResource):
 
         def fail(call: _Call, exc: BaseException) -> None:
             nonlocal done
-            logger.warning("%s call failed: %s: %s", kind, type(exc).__name__, exc)
+            logger.warning("%s call failed: %s", kind, failure_text(exc, self._secrets()))
             stats.calls += 1
-            stats.add_failure(exc)
+            stats.add_failure(exc, self._secrets())
             done += 1
             if progress:
                 progress(done, total)

@@ -88,17 +88,23 @@ class OpenAICompatibleLLMResource(LLMResource):
     def _grades(self, requests: list[JudgeRequest], scores: list[float | None]) -> list[int | None]:
         return [None] * len(requests)  # the chat judge grades directly
 
+    def _secrets(self) -> tuple[str, ...]:
+        return (self.api_key,)
+
     def get_client(self) -> Any:
         if self._client is None:
             import instructor
             import openai
+
+            from resources.scrub import ScrubbingHttpClient
 
             Mode = instructor.Mode
             modes = {"json": Mode.JSON, "json_schema": Mode.JSON_SCHEMA, "tools": Mode.TOOLS, "md_json": Mode.MD_JSON}
             if self.mode not in modes:
                 raise ValueError(f"Unknown mode {self.mode!r}: use one of {', '.join(modes)}.")
             raw_client = openai.OpenAI(  # retries are ours (tenacity), so the client makes none of its own
-                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0
+                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0,
+                http_client=ScrubbingHttpClient(self._secrets()),  # error bodies that echo the key are scrubbed
             )
             self._client = instructor.from_openai(raw_client, mode=modes[self.mode])
         return self._client

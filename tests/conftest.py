@@ -139,3 +139,15 @@ def fake_llm_class():
 @pytest.fixture
 def fake_llm():
     return fake_llm_class()()
+
+
+def render_markdown(md: str) -> tuple[set[str], str]:
+    """The markup that `md` renders to (links, images, HTML, code, emphasis, headings: the token types found)
+    and its HTML, as CommonMark with tables, the dialect of markdown metadata in the Dagster UI."""
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark").enable("table")
+    tokens = parser.parse(md)
+    kinds = {t.type for t in tokens} | {c.type for t in tokens for c in (t.children or [])}
+    live = {"link_open", "image", "html_inline", "html_block", "code_inline", "em_open", "strong_open", "heading_open"}
+    return kinds & live, parser.render(md)

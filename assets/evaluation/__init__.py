@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
-from assets.common import image
+from assets.common import image, md_text
 from assets.corpus import corpus_report_lines
 from assets.evaluation.breakdown import breakdown, breakdowns_markdown, feedback_markdown, query_attributes
 from assets.evaluation.comparisons import (add_comparisons, comparison_metrics, comparisons_markdown, reranker_verdict,
@@ -213,7 +213,7 @@ def tag_reranker(mlflow: MLflowResource, reranker: dict, verdict: dict, context)
 
 def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
     """evaluation.md: the metrics table, the comparisons, the breakdowns, the charts and the judge."""
-    parts = [f"# Evaluation: {report['corpus']}", table,
+    parts = [f"# Evaluation: {md_text(report['corpus'])}", table,
              "## Every retriever against its baseline (nDCG@10, paired by query)", comparisons_markdown(report),
              "## Seen vs unseen documents: memory or generalisation? (nDCG@10 gain over the baseline)",
              "A query is *seen* when one of its relevant documents is a positive of the logged feedback the model "
@@ -235,7 +235,7 @@ def report_markdown(report: dict) -> str:
              "|---|---|---|---|" + "---|" * (len(TABLE_METRICS) + 1)]
     for set_name, qs in report["query_sets"].items():
         for system, metrics in qs["retrievers"].items():
-            lines.append(f"| {set_name} | {qs['kind']} | {qs['n_queries']} | {system} | "
+            lines.append(f"| {md_text(set_name)} | {qs['kind']} | {qs['n_queries']} | {system} | "
                          + " | ".join(f"{metrics[m]:.3f}" for m in TABLE_METRICS) + f" | {latency_cell(metrics)} |")
     return "\n".join(lines)
 

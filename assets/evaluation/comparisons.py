@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from assets.common import md_text
 from assets.evaluation.statistics import compare_paired
 
 METRIC = "ndcg@10"
@@ -93,7 +94,7 @@ def comparisons_markdown(report: dict) -> str:
         for retriever, m in qs["retrievers"].items():
             if DELTA in m:
                 lo, hi = m["ci95"]
-                lines.append(f"| {set_name} | {retriever} | {m['baseline']} | {m['n_paired']} | {m[DELTA]:+.3f} | "
+                lines.append(f"| {md_text(set_name)} | {retriever} | {m['baseline']} | {m['n_paired']} | {m[DELTA]:+.3f} | "
                              f"[{lo:+.3f}, {hi:+.3f}] | {m['p_value']:.3g} | {verdict(m)} |")
     return "\n".join(lines)
 
@@ -158,6 +159,6 @@ def reranker_verdict_markdown(v: dict) -> str:
             off = f"{m['offtheshelf']:.3f}" + ("" if e["vs_offtheshelf"]["first_stage"] == e["first_stage"] else
                                                f" (over {e['vs_offtheshelf']['first_stage']}, where the fine-tuned "
                                                f"one has {m['finetuned_on_offtheshelf_stage']:.3f})")
-        lines.append(f"| {name} | {e['first_stage']} | {m['first_stage']:.3f} | {m['finetuned']:.3f} | {off} | "
+        lines.append(f"| {md_text(name)} | {e['first_stage']} | {m['first_stage']:.3f} | {m['finetuned']:.3f} | {off} | "
                      f"{cell(e['vs_first_stage'])} | {cell(e.get('vs_offtheshelf'))} |")
     return "\n".join(lines)

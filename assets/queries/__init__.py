@@ -18,7 +18,7 @@ from collections import Counter
 import dagster as dg
 import pandas as pd
 
-from assets.common import preview, progress_logger, stable_fraction, stable_hash, stable_sample
+from assets.common import md_text, preview, progress_logger, stable_fraction, stable_hash, stable_sample
 from resources.llm import LLMResource, QueryRequest
 from resources.compute import compute_tags
 from resources.prompts import ALL_STYLES, QUERY_STYLES, USER_STYLE, examples_version
@@ -133,6 +133,6 @@ def synthetic_queries(context: dg.AssetExecutionContext, chunks: pd.DataFrame, l
         "model": llm.model_id(),
         "fewshot": f"logged: {examples_version(examples)}" if examples else "generic",
         "fewshot_examples": dg.MetadataValue.md(
-            "\n".join(f"- {q}" for _, q in examples) if examples else "_the three generic examples per style_"),
+            "\n".join(f"- {md_text(q)}" for _, q in examples) if examples else "_the three generic examples per style_"),
         "preview": preview(df[["style", "text", "chunk_id"]], 8),
     })

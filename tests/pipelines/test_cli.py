@@ -15,16 +15,21 @@ def test_defaults_leave_every_stage_default_alone():
     assert cfg["ops"] == {} and cfg["loggers"]["console"]["config"]["log_level"] == "INFO"
 
 
-def test_openai_backend_needs_url_and_model(tmp_path):
+def test_openai_backend_needs_url_and_model_and_passes_url_and_key_as_env_vars(tmp_path, monkeypatch):
+    import dagster as dg
     import pytest
 
     from pipelines.cli import make_llm
 
+    for var in ("FLYWHEEL_LLM_BASE_URL", "FLYWHEEL_LLM_MODEL", "FLYWHEEL_LLM_API_KEY"):
+        monkeypatch.setenv(var, "")   # make_llm sets them for its run; setenv (not delenv) restores them after
     with pytest.raises(SystemExit, match="--llm-base-url"):
         make_llm(parser().parse_args(["run", "--llm-backend", "openai"]), tmp_path)
     llm = make_llm(parser().parse_args(["run", "--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1",
                                         "--llm-model", "m"]), tmp_path)
-    assert llm.model_id() and llm.cache_path.endswith("llm_cache.sqlite")
+    assert llm.cache_path.endswith("llm_cache.sqlite")
+    assert isinstance(llm.api_key, dg.EnvVar) and isinstance(llm.base_url, dg.EnvVar)   # names, not values
+    assert __import__("os").environ["FLYWHEEL_LLM_BASE_URL"] == "http://127.0.0.1:9/v1"
 
 
 def test_a_dead_cli_run_gives_back_its_pool_slot(tmp_path, monkeypatch):
@@ -134,3 +139,79 @@ def test_a_corpus_that_does_not_exist_or_reads_nothing_is_refused_in_one_line_wi
         assert code == 2
         assert err.count("\n") == 1 and err.startswith(f"flywheel: corpus {corpus}") and "Traceback" not in err
         assert not (tmp_path / "home").exists()
+
+
+PLANTED_KEY = "sk-PLANTED-0123456789abcdef"
+
+
+def _readable_bytes(path):
+    """A file's bytes and, for a sqlite database, every zlib-compressed blob in it decompressed: Dagster keeps
+    its job snapshots (with the resources' config values) that way, where a plain byte search cannot see."""
+    import sqlite3
+    import zlib
+
+    data = path.read_bytes()
+    yield data
+    if data.startswith(b"SQLite format 3\0"):
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            for (table,) in con.execute("select name from sqlite_master where type = 'table'").fetchall():
+                for row in con.execute(f'select * from "{table}"'):
+                    for value in row:
+                        if isinstance(value, bytes):
+                            try:
+                                yield zlib.decompress(value)
+                            except zlib.error:
+                                pass
+        finally:
+            con.close()
+
+
+def test_the_endpoint_key_is_in_no_file_of_the_home(tmp_path, tiny_beir, tiny_model_path, monkeypatch, capsys,
+                                                     caplog):
+    """A whole CLI run against an endpoint whose failures echo the Authorization header (as some gateways do):
+    the key is read from FLYWHEEL_LLM_API_KEY at run time and scrubbed from the error text, so no byte of it
+    lands in the home: not in Dagster's sqlite storage (run config, job snapshot, event log, metadata), not in
+    MLflow's db or artifacts, not in the LLM cache, the reports or the step outputs."""
+    from pipelines.cli import main
+    from tests.resources.test_llm import FakeChatServer
+
+    class EchoingChatServer(FakeChatServer):
+        """Every third call fails with a 401 whose body echoes the request's Authorization header."""
+
+        calls = 0
+
+        def respond(self, body):
+            with self.lock:
+                self.calls += 1
+                n, auth = self.calls, self.headers[-1]["authorization"]   # the same header on every call
+            return (401, f"invalid credentials: {auth}") if n % 3 == 0 else super().respond(body)
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
+    monkeypatch.setenv("FLYWHEEL_HOME", str(home))
+    monkeypatch.setenv("FLYWHEEL_LLM_API_KEY", PLANTED_KEY)
+    for var in ("FLYWHEEL_LLM_BASE_URL", "FLYWHEEL_LLM_MODEL"):   # the CLI sets them for its run; restored after
+        monkeypatch.setenv(var, "")
+    server = EchoingChatServer()
+    try:
+        code = main(["run", "--corpus", str(tiny_beir), "--home", str(home), "--base-model", tiny_model_path,
+                     "--llm-backend", "openai", "--llm-base-url", server.url, "--llm-model", "fake-chat",
+                     "--max-steps", "1", "--reranker-steps", "1", "--no-learning-curve", "--label-queries", "12",
+                     "--candidates", "2", "--rerank-depth", "3"])
+    finally:
+        server.close()
+    captured = capsys.readouterr()
+    assert code == 0, captured.err[-3000:]
+    failed = [h for h in server.headers if h["authorization"] == f"Bearer {PLANTED_KEY}"]
+    assert len(failed) == len(server.headers) and server.calls >= 9   # the key was sent, and >= 3 calls echoed it
+    files = [p for p in home.rglob("*") if p.is_file()]
+    assert {"dagster", "mlflow.db", "mlartifacts", "llm_cache.sqlite", "reports"} <= {p.relative_to(home).parts[0]
+                                                                              for p in files}
+    assert any(p.suffix == ".db" and "dagster" in p.parts for p in files)   # Dagster's sqlite storage
+    leaks = [str(p.relative_to(home)) for p in files if any(PLANTED_KEY.encode() in b for b in _readable_bytes(p))]
+    assert leaks == []
+    url = server.url.encode()   # the URL, which may carry credentials of its own, is not in the job snapshot either
+    assert [p for p in files if "dagster" in p.parts and any(url in b for b in _readable_bytes(p))] == []
+    assert any(b"invalid credentials: Bearer ***" in p.read_bytes() for p in files)   # the failures were recorded
+    assert PLANTED_KEY not in captured.out + captured.err + caplog.text   # nor in the logs (ours, instructor's)

@@ -126,3 +126,17 @@ def test_reranker_verdict_ships_a_reranker_better_on_every_judged_set_and_falls_
     assert v["ship"] is True and v["judged_on"] == "synthetic"
     assert "vs_offtheshelf" not in v["sets"]["synthetic/test"] and "ship it" in reranker_verdict_markdown(v)
     assert reranker_verdict({"query_sets": {}}, per_query.iloc[:0])["ship"] is False
+
+
+def test_a_hostile_query_set_name_is_text_in_the_tables():
+    """Human set names come from the corpus's qrels file names: they render as typed, never as markup."""
+    from tests.conftest import render_markdown
+
+    name = "human/[x](javascript:alert(1))<b>"
+    base = np.random.default_rng(2).uniform(0, 0.5, 10)
+    per_query = pd.concat([_rows({"bm25": base, "dense_base": base + 0.1, "bm25+rerank_finetuned": base + 0.2},
+                                 query_set=name)])
+    report = _report(per_query, {name: "human"})
+    for md in (comparisons_markdown(report), reranker_verdict_markdown(reranker_verdict(report, per_query, 500))):
+        markup, html = render_markdown(md)
+        assert markup <= {"strong_open"} and "human/[x](javascript:alert(1))&lt;b&gt;" in html, md   # bold: ours
