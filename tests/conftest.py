@@ -139,3 +139,13 @@ def fake_llm_class():
 @pytest.fixture
 def fake_llm():
     return fake_llm_class()()
+
+
+@pytest.fixture
+def faulty_endpoint():
+    """A fault-injecting OpenAI-compatible endpoint on 127.0.0.1 (tests/fake_endpoint.py); 429s ask for no wait."""
+    from tests.fake_endpoint import FaultyChatEndpoint
+
+    endpoint = FaultyChatEndpoint(retry_after=0)
+    yield endpoint
+    endpoint.close()
