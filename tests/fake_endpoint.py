@@ -5,7 +5,7 @@ the request has `tools`, a ```json fence when it has neither `tools` nor `respon
 plain JSON otherwise). On a scripted schedule it fails instead. A prompt (its first user message; instructor's
 re-asks keep it) gets the faults of `plan(prompt)` on its 1st, 2nd, ... request, then answers well:
 
-    "429"      429 with Retry-After (seconds, `retry_after`) and retry-after-ms   "500", "503"  a server error
+    "429"      429 with Retry-After and retry-after-ms (`retry_after` seconds)    "500", "503"  a server error
     "400"      a client error (never worth a retry)       "hang"  no answer for `hang_s`, then the socket closes
     "drop"     the connection closes with no answer        "html"  a 200 whose body is an HTML error page
     "schema"   a 200 whose JSON violates the schema        "slow"  a good answer after 0.15 s
@@ -18,6 +18,7 @@ a trailing "*" repeats the last fault for ever ("faults=hang*"). `requests` coun
 from __future__ import annotations
 
 import json
+import math
 import re
 import socket
 import threading
@@ -61,7 +62,7 @@ class FaultyChatEndpoint:
 
     def __init__(self, plan: Callable[[str], list[str]] = faults_in_prompt,
                  queries: Callable[[str, int], list[str]] = default_queries,
-                 grade: Callable[[str, str], int] = default_grade, hang_s: float = 1.0, retry_after: int = 1):
+                 grade: Callable[[str, str], int] = default_grade, hang_s: float = 1.0, retry_after: float = 1.0):
         self.plan, self.write_queries, self.grade = plan, queries, grade
         self.hang_s, self.retry_after = hang_s, retry_after
         self.bodies: list[dict] = []                # every request body, in arrival order
@@ -124,8 +125,8 @@ class FaultyChatEndpoint:
         with self.lock:
             self.served[fault] += 1
         if fault in ("429", "500", "503", "400"):
-            headers = {"Retry-After": str(self.retry_after), "retry-after-ms": str(1000 * self.retry_after)} \
-                if fault == "429" else {}
+            headers = {"Retry-After": str(math.ceil(self.retry_after)),
+                       "retry-after-ms": str(int(1000 * self.retry_after))} if fault == "429" else {}
             return _send(handler, int(fault), {"error": {"message": f"fake {fault}", "type": "fake", "code": fault}},
                          headers)
         if fault in ("hang", "drop"):

@@ -252,6 +252,46 @@ def test_remote_retries_429_and_500_then_succeeds(faulty_endpoint, tmp_path):
     assert [q.text for q in queries] == ["query 0 about 429", "query 0 about 500"]
 
 
+def test_remote_retries_a_200_whose_body_is_an_html_page(faulty_endpoint, tmp_path):
+    """A proxy's error page sent with status 200 is an outage, not an answer: retried like a 5xx (no re-ask),
+    and when it persists a failure that names the page, not cached, so the next run asks again."""
+    reqs = [QueryRequest("a", "The html passage faults=html.", "question")]
+    queries, stats = _remote(faulty_endpoint, tmp_path, parse_retries=0).write_queries(reqs)
+    assert [q.text for q in queries] == ["query 0 about html"]
+    assert (stats.failures, stats.parse_failures) == (0, 0)
+    assert faulty_endpoint.requests_with("faults=html.") == 2  # the page, then the retry
+
+    always = [JudgeRequest("q", "c", "always faults=html*")]
+    judgments, stats = _remote(faulty_endpoint, tmp_path, max_retries=1).judge(always)
+    assert judgments == [] and (stats.failures, stats.parse_failures) == (1, 0)
+    assert "NonJSONAnswer" in stats.failure_examples[0] and "text/html" in stats.failure_examples[0]
+    assert faulty_endpoint.requests_with("faults=html*") == 2  # 1 + max_retries, and instructor never re-asked
+    _, again = _remote(faulty_endpoint, tmp_path, max_retries=0).judge(always)
+    assert (again.cache_hits, again.failures) == (0, 1)
+
+
+def test_remote_waits_as_long_as_retry_after_says(tmp_path):
+    from tests.fake_endpoint import FaultyChatEndpoint
+
+    endpoint = FaultyChatEndpoint(retry_after=0.4)
+    try:
+        start = time.monotonic()
+        queries, _ = _remote(endpoint, tmp_path, retry_backoff_s=0.01).write_queries(
+            [QueryRequest("a", "The 429 passage faults=429.", "question")])
+        assert time.monotonic() - start >= 0.4 and len(queries) == 1
+    finally:
+        endpoint.close()
+
+
+def test_retry_after_is_read_from_either_header_and_capped():
+    from resources.llm_openai import retry_after_seconds
+
+    assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "3"}) == 0.25
+    assert retry_after_seconds({"Retry-After": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None  # a date: not read
+    assert retry_after_seconds({}) is None
+
+
 def test_remote_failures_are_counted_and_skipped_without_losing_good_results(faulty_endpoint, tmp_path):
     reqs = [
         QueryRequest("good", "The fine passage.", "question", 2),
