@@ -227,10 +227,9 @@ class OpenAICompatibleLLMResource(LLMResource):
 
             self._run_parallel(todo, work, emit, fail)
 
-        raws, _ = self._run_cached("topic", version, calls, run, stats, None)
-        names = [prompts.parse_topic_name(raws.get(call.key)) for call in calls]
-        stats.parse_failures = sum(call.key in raws and name is None for call, name in zip(calls, names))
-        return names, stats
+        names, _ = self._run_cached("topic", version, calls, run, stats, None,
+                                    lambda call, raw: prompts.parse_topic_name(raw))
+        return [names.get(call.key) for call in calls], stats
 
 
 def _transport_error(exc: Exception) -> Exception:

@@ -79,6 +79,7 @@ def relevance_labels(context: dg.AssetExecutionContext, synthetic_queries: pd.Da
         "llm_cache_hits": stats.cache_hits,
         "llm_failures": stats.failures,
         "llm_parse_failures": stats.parse_failures,
+        "llm_parse_retries": stats.parse_retries,       # cached answers that did not parse, asked again
         "grade_counts": dg.MetadataValue.json({str(k): int(v) for k, v in df["grade"].value_counts().items()}),
         "sources_denied": int(((df["is_source"]) & (df["grade"] < config.relevant_grade)).sum()),
         "extra_positives": int(((~relevant["is_source"])).sum()),

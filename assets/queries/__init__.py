@@ -127,6 +127,7 @@ def synthetic_queries(context: dg.AssetExecutionContext, chunks: pd.DataFrame, l
         "llm_cache_hits": stats.cache_hits,
         "llm_failures": stats.failures,
         "llm_parse_failures": stats.parse_failures,
+        "llm_parse_retries": stats.parse_retries,       # cached answers that did not parse, asked again
         "filtered": dg.MetadataValue.json(dict(reasons)),
         "failure_examples": dg.MetadataValue.json(stats.failure_examples[:5]),
         "by_style": dg.MetadataValue.json(df["style"].value_counts().to_dict()),
