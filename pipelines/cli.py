@@ -76,6 +76,9 @@ def _ints(value: str | None) -> list[int] | None:
         raise SystemExit(f"expected a comma list of whole numbers like 100,250,500, got {value!r}") from None
 
 
+LLM_MODES = ("json", "json_schema", "tools", "md_json")  # resources.llm_openai.MODES, spelt out so --help stays fast
+
+
 def make_llm(args: argparse.Namespace, home: Path):
     from resources.llm import LocalGGUFLLMResource, OpenAICompatibleLLMResource
 
@@ -85,7 +88,8 @@ def make_llm(args: argparse.Namespace, home: Path):
             raise SystemExit("--llm-backend openai needs --llm-base-url (e.g. http://localhost:8000/v1) and --llm-model; "
                              "the key is read from FLYWHEEL_LLM_API_KEY")
         return OpenAICompatibleLLMResource(cache_path=cache, base_url=args.llm_base_url, model=args.llm_model,
-                                           api_key=os.environ.get("FLYWHEEL_LLM_API_KEY", "EMPTY"))
+                                           api_key=os.environ.get("FLYWHEEL_LLM_API_KEY", "EMPTY"),
+                                           mode=args.llm_mode or os.environ.get("FLYWHEEL_LLM_MODE") or "json")
     return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "")
 
 
@@ -263,6 +267,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--llm-backend", choices=["local", "openai"], default="local")
     run.add_argument("--llm-model", default="", help="local: GGUF file or HF folder; openai: the model name")
     run.add_argument("--llm-base-url", default="", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    run.add_argument("--llm-mode", choices=LLM_MODES, help="openai: how structured output is asked for (default "
+                     "$FLYWHEEL_LLM_MODE, else json; tools or md_json for servers that ignore response_format)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     run.set_defaults(func=cmd_run)
     ui = sub.add_parser("ui", help="start the Dagster UI and the MLflow UI on localhost")

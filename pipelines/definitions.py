@@ -48,12 +48,14 @@ def default_home() -> Path:
 
 def default_llm(home: Path) -> LLMResource:
     """The bundled local model, unless FLYWHEEL_LLM_BASE_URL names an OpenAI-compatible endpoint; then the
-    URL, model and key are dg.EnvVar values, read at run time and never shown in the UI."""
+    URL, model and key are dg.EnvVar values, read at run time and never shown in the UI, and
+    FLYWHEEL_LLM_MODE (not a secret) picks how structured output is asked for (default json)."""
     cache = str(home / "llm_cache.sqlite")
     if os.environ.get("FLYWHEEL_LLM_BASE_URL"):
         return OpenAICompatibleLLMResource(cache_path=cache, base_url=dg.EnvVar("FLYWHEEL_LLM_BASE_URL"),
                                            model=dg.EnvVar("FLYWHEEL_LLM_MODEL"),
-                                           api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"))
+                                           api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"),
+                                           mode=os.environ.get("FLYWHEEL_LLM_MODE", "json"))
     return LocalGGUFLLMResource(cache_path=cache)
 
 

@@ -79,6 +79,10 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+MODES = ("json", "json_schema", "tools", "md_json")  # response_format json_object; response_format json_schema;
+#   a forced tool call; a ```json block asked for in the prompt (for servers that honour neither)
+
+
 class OpenAICompatibleLLMResource(LLMResource):
     """Any OpenAI-compatible chat endpoint, with JSON output validated by instructor."""
 
@@ -93,7 +97,7 @@ class OpenAICompatibleLLMResource(LLMResource):
     parse_retries: int = 1  # instructor re-asks this many times after an answer that fails validation
     query_temperature: float = 0.7  # varied queries
     judge_temperature: float = 0.0  # repeatable grades
-    mode: str = "json"  # instructor mode: "json" (response_format json_object), "json_schema", "tools", "md_json"
+    mode: str = "json"  # instructor mode, one of MODES: what structured output the endpoint honours (CLI --llm-mode)
 
     _client: Any = PrivateAttr(default=None)
 
@@ -134,9 +138,10 @@ class OpenAICompatibleLLMResource(LLMResource):
             import openai
 
             Mode = instructor.Mode
-            modes = {"json": Mode.JSON, "json_schema": Mode.JSON_SCHEMA, "tools": Mode.TOOLS, "md_json": Mode.MD_JSON}
+            modes = dict(zip(MODES, (Mode.JSON, Mode.JSON_SCHEMA, Mode.TOOLS, Mode.MD_JSON)))
             if self.mode not in modes:
-                raise ValueError(f"Unknown mode {self.mode!r}: use one of {', '.join(modes)}.")
+                raise ValueError(f"Unknown mode {self.mode!r}: use one of {', '.join(modes)} (--llm-mode, "
+                                 "FLYWHEEL_LLM_MODE).")
             raw_client = openai.OpenAI(  # retries are ours (tenacity), so the client makes none of its own
                 base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0,
                 http_client=openai.DefaultHttpxClient(event_hooks={"response": [require_json]}),

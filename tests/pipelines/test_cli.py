@@ -27,6 +27,26 @@ def test_openai_backend_needs_url_and_model(tmp_path):
     assert llm.model_id() and llm.cache_path.endswith("llm_cache.sqlite")
 
 
+def test_the_instructor_mode_comes_from_llm_mode_or_the_environment(tmp_path, monkeypatch):
+    import pytest
+
+    from pipelines.cli import make_llm
+
+    endpoint = ["run", "--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1", "--llm-model", "m"]
+    monkeypatch.delenv("FLYWHEEL_LLM_MODE", raising=False)
+    assert make_llm(parser().parse_args(endpoint), tmp_path).mode == "json"
+    assert make_llm(parser().parse_args([*endpoint, "--llm-mode", "tools"]), tmp_path).mode == "tools"
+    monkeypatch.setenv("FLYWHEEL_LLM_MODE", "md_json")
+    assert make_llm(parser().parse_args(endpoint), tmp_path).mode == "md_json"
+    assert make_llm(parser().parse_args([*endpoint, "--llm-mode", "json_schema"]), tmp_path).mode == "json_schema"
+    with pytest.raises(SystemExit):
+        parser().parse_args([*endpoint, "--llm-mode", "xml"])
+    from pipelines.cli import LLM_MODES
+    from resources.llm_openai import MODES
+
+    assert LLM_MODES == MODES
+
+
 def test_a_dead_cli_run_gives_back_its_pool_slot(tmp_path, monkeypatch):
     import shutil
     from pathlib import Path

@@ -363,6 +363,25 @@ def test_remote_concurrency_is_bounded(faulty_endpoint, tmp_path):
     assert faulty_endpoint.max_in_flight == 2
 
 
+@pytest.mark.parametrize("mode, asks_with", [
+    ("json", "response_format"), ("json_schema", "response_format"), ("tools", "tools"), ("md_json", None)])
+def test_every_instructor_mode_writes_and_judges_through_faults(faulty_endpoint, tmp_path, mode, asks_with):
+    """Each mode asks the way it should (the fake answers in kind: a tool call, a ```json fence, plain JSON),
+    and its raw answers parse, after a 429, an HTML page and a schema violation."""
+    llm = _remote(faulty_endpoint, tmp_path, mode=mode)
+    queries, qs = llm.write_queries([QueryRequest("a", "The wing passage faults=429+html.", "question", 2)])
+    judgments, js = llm.judge([JudgeRequest("q", "c", "The judged passage faults=schema.")])
+    assert [q.text for q in queries] == ["query 0 about wing", "query 1 about wing"]
+    assert [(j.grade, j.cached) for j in judgments] == [(3, False)]  # instructor's re-ask got the good answer
+    assert (qs.failures, qs.parse_failures, js.failures, js.parse_failures) == (0, 0, 0, 0)
+    body = faulty_endpoint.bodies[-1]
+    for key in ("response_format", "tools"):
+        assert (key in body) == (key == asks_with), (mode, sorted(body))
+    if mode == "json_schema":
+        assert body["response_format"]["type"] == "json_schema"
+    assert not faulty_endpoint.paid_twice()
+
+
 def test_remote_rejects_an_unknown_mode(tmp_path):
     llm = OpenAICompatibleLLMResource(base_url="http://127.0.0.1:9/v1", model="m", cache_path="", mode="xml")
     with pytest.raises(ValueError, match="Unknown mode 'xml'"):
