@@ -83,14 +83,16 @@ def make_llm(args: argparse.Namespace, home: Path):
     from resources.llm import LocalGGUFLLMResource, OpenAICompatibleLLMResource
 
     cache = str(home / "llm_cache.sqlite")
+    share = {} if args.llm_max_failure_share is None else {"max_failure_share": args.llm_max_failure_share}
     if args.llm_backend == "openai":
         if not args.llm_base_url or not args.llm_model:
             raise SystemExit("--llm-backend openai needs --llm-base-url (e.g. http://localhost:8000/v1) and --llm-model; "
                              "the key is read from FLYWHEEL_LLM_API_KEY")
         return OpenAICompatibleLLMResource(cache_path=cache, base_url=args.llm_base_url, model=args.llm_model,
                                            api_key=os.environ.get("FLYWHEEL_LLM_API_KEY", "EMPTY"),
-                                           mode=args.llm_mode or os.environ.get("FLYWHEEL_LLM_MODE") or "json")
-    return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "")
+                                           mode=args.llm_mode or os.environ.get("FLYWHEEL_LLM_MODE") or "json",
+                                           **share)
+    return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "", **share)
 
 
 def _process_alive(pid: int) -> bool:
@@ -267,6 +269,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--llm-backend", choices=["local", "openai"], default="local")
     run.add_argument("--llm-model", default="", help="local: GGUF file or HF folder; openai: the model name")
     run.add_argument("--llm-base-url", default="", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    run.add_argument("--llm-max-failure-share", type=float, help="an LLM stage stops when more than this share "
+                     "of its calls gave nothing usable (default 0.5); what was paid for stays cached")
     run.add_argument("--llm-mode", choices=LLM_MODES, help="openai: how structured output is asked for (default "
                      "$FLYWHEEL_LLM_MODE, else json; tools or md_json for servers that ignore response_format)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])

@@ -116,6 +116,28 @@ class CallStats:
             self.failure_examples.append(f"{type(exc).__name__}: {exc}"[:300])
 
 
+class TooManyLLMFailures(RuntimeError):
+    """Most of a stage's LLM calls gave nothing usable: the stage stops rather than go on with what is left."""
+
+
+def check_failure_share(stats: CallStats, stage: str, max_share: float) -> None:
+    """Raise TooManyLLMFailures when more than `max_share` of a batch's distinct calls gave nothing usable.
+
+    Everything that was answered is already in the cache, so a rerun once the endpoint is healthy pays only
+    for the calls that were lost."""
+    if stats.requested == 0 or stats.failure_share <= max_share:
+        return
+    errors = "; ".join(stats.failure_examples[:3]) or "none recorded"
+    raise TooManyLLMFailures(
+        f"{stage}: {stats.lost} of {stats.requested} LLM calls gave nothing usable ({stats.failures} failed after "
+        f"retries, {stats.parse_failures} unreadable answers), {stats.failure_share:.0%} > max_failure_share "
+        f"{max_share:.0%}, so the stage stops instead of going on with what is left. The "
+        f"{stats.requested - stats.lost} usable answers are in the LLM cache: rerun once the endpoint is healthy "
+        f"and only the lost calls are paid for. Errors: {errors}. To accept more losses, raise the llm "
+        f"resource's max_failure_share (--llm-max-failure-share)."
+    )
+
+
 @dataclass(frozen=True)
 class _Call:
     key: str  # cache key
@@ -134,6 +156,9 @@ class LLMResource(dg.ConfigurableResource):
     cache_path: str = Field(description='sqlite file of raw responses; "" = no cache (tests only)')
     max_passage_chars: int = Field(
         default=prompts.DEFAULT_MAX_PASSAGE_CHARS, description="passages are cut to this many characters in prompts"
+    )
+    max_failure_share: float = Field(
+        default=0.5, description="a stage stops when more than this share of its LLM calls gave nothing usable"
     )
     parse_attempts: int = Field(
         default=3, description="a call whose cached answer does not parse is asked again on later runs, up to this "

@@ -47,6 +47,16 @@ def test_the_instructor_mode_comes_from_llm_mode_or_the_environment(tmp_path, mo
     assert LLM_MODES == MODES
 
 
+def test_the_failure_share_that_stops_an_llm_stage_is_a_cli_option(tmp_path):
+    from pipelines.cli import make_llm
+
+    assert make_llm(parser().parse_args(["run"]), tmp_path).max_failure_share == 0.5
+    local = make_llm(parser().parse_args(["run", "--llm-max-failure-share", "0.2"]), tmp_path)
+    remote = make_llm(parser().parse_args(["run", "--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1",
+                                           "--llm-model", "m", "--llm-max-failure-share", "0.9"]), tmp_path)
+    assert (local.max_failure_share, remote.max_failure_share) == (0.2, 0.9)
+
+
 def test_a_dead_cli_run_gives_back_its_pool_slot(tmp_path, monkeypatch):
     import shutil
     from pathlib import Path

@@ -252,3 +252,21 @@ def test_call_stats_keep_a_few_failure_examples():
         stats.add_failure(TimeoutError(f"slow {i}"))
     assert stats.failures == 9 and stats.failure_examples[0] == "TimeoutError: slow 0"
     assert len(stats.failure_examples) == 5
+
+
+def test_a_batch_that_mostly_failed_stops_its_stage_with_what_to_do():
+    from resources.llm import TooManyLLMFailures, check_failure_share
+
+    stats = CallStats(requested=10, calls=10, failures=4, parse_failures=2)
+    stats.add_failure(TimeoutError("slow"))
+    assert stats.lost == 7 and stats.failure_share == 0.7
+    with pytest.raises(TooManyLLMFailures) as err:
+        check_failure_share(stats, "relevance_labels", 0.5)
+    message = str(err.value)
+    assert message.startswith("relevance_labels: 7 of 10 LLM calls gave nothing usable (5 failed after retries, "
+                              "2 unreadable answers), 70% > max_failure_share 50%")
+    assert "The 3 usable answers are in the LLM cache: rerun" in message and "TimeoutError: slow" in message
+    assert "--llm-max-failure-share" in message
+    check_failure_share(stats, "relevance_labels", 0.7)                          # at the limit: goes on
+    check_failure_share(CallStats(requested=4, cache_hits=4), "s", 0.0)          # nothing lost
+    check_failure_share(CallStats(), "s", 0.0)                                   # nothing asked
