@@ -25,7 +25,8 @@ the `CallStats` that assets put in their metadata. A backend only turns a list o
   of 16 cases, and query-likelihood scores within 0.02 nats/token of fp32 (Pearson 0.99995, 116 pairs).
 - `OpenAICompatibleLLMResource`: any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, OpenAI),
   with structured output through instructor, bounded concurrency, and retries with exponential backoff on
-  timeouts, connection errors, 429 and 5xx. A call that still fails is counted and skipped.
+  timeouts, connection errors, 429, 5xx and a 200 that is not JSON. A call that still fails is counted and
+  skipped; a stage whose calls mostly gave nothing usable stops (`check_failure_share`, `max_failure_share`).
 
 torch, transformers, openai and instructor are imported inside methods: loading the Definitions stays fast.
 """
