@@ -78,12 +78,17 @@ def _ints(value: str | None) -> list[int] | None:
         raise SystemExit(f"expected a comma list of whole numbers like 100,250,500, got {value!r}") from None
 
 
+LLM_MODES = ("json", "json_schema", "tools", "md_json")  # resources.llm_openai.MODES, spelt out so --help stays fast
+
+
 def make_llm(args: argparse.Namespace, home: Path):
     """The LLM resource of a CLI run. An endpoint's URL and key reach it as dg.EnvVar (read at run time), never
     as values: a value would be stored in the run's job snapshot in <home>/dagster and shown in the UI."""
     from pipelines.definitions import default_llm
     from resources.llm import LocalGGUFLLMResource
 
+    cache = str(home / "llm_cache.sqlite")
+    share = {} if args.llm_max_failure_share is None else {"max_failure_share": args.llm_max_failure_share}
     if args.llm_backend == "openai":
         base_url = args.llm_base_url or os.environ.get("FLYWHEEL_LLM_BASE_URL", "")
         model = args.llm_model or os.environ.get("FLYWHEEL_LLM_MODEL", "")
@@ -91,8 +96,8 @@ def make_llm(args: argparse.Namespace, home: Path):
             raise SystemExit("--llm-backend openai needs --llm-base-url (e.g. http://localhost:8000/v1) and --llm-model; "
                              "the key is read from FLYWHEEL_LLM_API_KEY")
         os.environ.update(FLYWHEEL_LLM_BASE_URL=base_url, FLYWHEEL_LLM_MODEL=model)   # this process's run reads them
-        return default_llm(home)
-    return LocalGGUFLLMResource(cache_path=str(home / "llm_cache.sqlite"), model_path=args.llm_model or "")
+        return default_llm(home, **share, **({"mode": args.llm_mode} if args.llm_mode else {}))
+    return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "", **share)
 
 
 def _process_alive(pid: int) -> bool:
@@ -290,6 +295,10 @@ def parser() -> argparse.ArgumentParser:
                      help="local: GGUF file or HF folder; openai: the model name (default: $FLYWHEEL_LLM_MODEL)")
     run.add_argument("--llm-base-url", default="",
                      help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: $FLYWHEEL_LLM_BASE_URL)")
+    run.add_argument("--llm-max-failure-share", type=float, help="an LLM stage stops when more than this share "
+                     "of its calls gave nothing usable (default 0.5); what was paid for stays cached")
+    run.add_argument("--llm-mode", choices=LLM_MODES, help="openai: how structured output is asked for (default "
+                     "$FLYWHEEL_LLM_MODE, else json; tools or md_json for servers that ignore response_format)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     run.set_defaults(func=cmd_run)
     ui = sub.add_parser("ui", help="start the Dagster UI and the MLflow UI on localhost")

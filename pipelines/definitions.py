@@ -46,18 +46,20 @@ def default_home() -> Path:
     return Path(os.environ.get("FLYWHEEL_HOME", "flywheel_home")).expanduser().resolve()
 
 
-def default_llm(home: Path) -> LLMResource:
+def default_llm(home: Path, **settings) -> LLMResource:
     """The bundled local model, unless FLYWHEEL_LLM_BASE_URL names an OpenAI-compatible endpoint; then the
     URL, model and key are dg.EnvVar values, read at run time and never shown in the UI (nor stored in the
-    job snapshot). Without FLYWHEEL_LLM_API_KEY the key is "EMPTY", what keyless local servers take."""
+    job snapshot). Without FLYWHEEL_LLM_API_KEY the key is "EMPTY", what keyless local servers take.
+    FLYWHEEL_LLM_MODE (not a secret) picks how structured output is asked for (default json)."""
     cache = str(home / "llm_cache.sqlite")
     if os.environ.get("FLYWHEEL_LLM_BASE_URL"):
         if not os.environ.get("FLYWHEEL_LLM_API_KEY"):   # an unset EnvVar would fail the run
             os.environ["FLYWHEEL_LLM_API_KEY"] = "EMPTY"
         return OpenAICompatibleLLMResource(cache_path=cache, base_url=dg.EnvVar("FLYWHEEL_LLM_BASE_URL"),
                                            model=dg.EnvVar("FLYWHEEL_LLM_MODEL"),
-                                           api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"))
-    return LocalGGUFLLMResource(cache_path=cache)
+                                           api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"),
+                                           **{"mode": os.environ.get("FLYWHEEL_LLM_MODE", "json"), **settings})
+    return LocalGGUFLLMResource(cache_path=cache, **settings)
 
 
 def default_resources(home: Path, llm: LLMResource | None = None, embedder: EmbedderResource | None = None,

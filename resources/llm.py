@@ -2,7 +2,8 @@
 
 `LLMResource` is the abstract base the assets depend on. It owns what every backend shares: the
 sqlite cache of raw responses (resources/llm_cache.py; each response is committed before it is parsed,
-so a crash or rerun never pays for a call twice), parsing, the query filter (resources/prompts.py) and
+so a crash or rerun never pays for a call twice; one that does not parse is asked again on later runs, up
+to `parse_attempts` answers per call), parsing, the query filter (resources/prompts.py) and
 the `CallStats` that assets put in their metadata. A backend only turns a list of calls into raw texts:
 
 - `LocalGGUFLLMResource`, the offline default: the bundled Gemma 3 270M GGUF (a base model) run through
@@ -24,7 +25,8 @@ the `CallStats` that assets put in their metadata. A backend only turns a list o
   of 16 cases, and query-likelihood scores within 0.02 nats/token of fp32 (Pearson 0.99995, 116 pairs).
 - `OpenAICompatibleLLMResource`: any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, OpenAI),
   with structured output through instructor, bounded concurrency, and retries with exponential backoff on
-  timeouts, connection errors, 429 and 5xx. A call that still fails is counted and skipped.
+  timeouts, connection errors, 429, 5xx and a 200 that is not JSON. A call that still fails is counted and
+  skipped; a stage whose calls mostly gave nothing usable stops (`check_failure_share`, `max_failure_share`).
 
 torch, transformers, openai and instructor are imported inside methods: loading the Definitions stays fast.
 """
@@ -91,18 +93,51 @@ class Judgment:
 class CallStats:
     """What a batch of calls cost and lost; assets put it in their metadata."""
 
+    requested: int = 0  # distinct calls the batch needed, cached or not
     calls: int = 0  # calls sent to the backend (one per generated query locally, one per request remotely)
     cache_hits: int = 0  # calls answered from the cache instead
     failures: int = 0  # calls that failed after all retries (skipped)
-    parse_failures: int = 0  # responses from which no query / grade / score could be read (skipped)
+    parse_failures: int = 0  # calls whose answer gave no query / grade / score (skipped)
+    parse_retries: int = 0  # calls sent again because their cached answer did not parse (within parse_attempts)
     filtered: int = 0  # parsed queries dropped by prompts.filter_queries
     failure_examples: list[str] = field(default_factory=list)  # a few error messages
     filter_reasons: dict[str, int] = field(default_factory=dict)  # filter_queries' reasons, summed
+
+    @property
+    def lost(self) -> int:
+        """Calls that gave nothing usable: failed, or answered with something unreadable."""
+        return self.failures + self.parse_failures
+
+    @property
+    def failure_share(self) -> float:
+        return self.lost / self.requested if self.requested else 0.0
 
     def add_failure(self, exc: BaseException, secrets: tuple[str, ...] = ()) -> None:
         self.failures += 1
         if len(self.failure_examples) < _MAX_FAILURE_EXAMPLES:
             self.failure_examples.append(failure_text(exc, secrets)[:300])   # scrubbed whole, then cut
+
+
+class TooManyLLMFailures(RuntimeError):
+    """Most of a stage's LLM calls gave nothing usable: the stage stops rather than go on with what is left."""
+
+
+def check_failure_share(stats: CallStats, stage: str, max_share: float) -> None:
+    """Raise TooManyLLMFailures when more than `max_share` of a batch's distinct calls gave nothing usable.
+
+    Everything that was answered is already in the cache, so a rerun once the endpoint is healthy pays only
+    for the calls that were lost."""
+    if stats.requested == 0 or stats.failure_share <= max_share:
+        return
+    errors = "; ".join(stats.failure_examples[:3]) or "none recorded"
+    raise TooManyLLMFailures(
+        f"{stage}: {stats.lost} of {stats.requested} LLM calls gave nothing usable ({stats.failures} failed after "
+        f"retries, {stats.parse_failures} unreadable answers), {stats.failure_share:.0%} > max_failure_share "
+        f"{max_share:.0%}, so the stage stops instead of going on with what is left. The "
+        f"{stats.requested - stats.lost} usable answers are in the LLM cache: rerun once the endpoint is healthy "
+        f"and only the lost calls are paid for. Errors: {errors}. To accept more losses, raise the llm "
+        f"resource's max_failure_share (--llm-max-failure-share)."
+    )
 
 
 @dataclass(frozen=True)
@@ -129,6 +164,13 @@ class LLMResource(dg.ConfigurableResource):
     cache_path: str = Field(description='sqlite file of raw responses; "" = no cache (tests only)')
     max_passage_chars: int = Field(
         default=prompts.DEFAULT_MAX_PASSAGE_CHARS, description="passages are cut to this many characters in prompts"
+    )
+    max_failure_share: float = Field(
+        default=0.5, description="a stage stops when more than this share of its LLM calls gave nothing usable"
+    )
+    parse_attempts: int = Field(
+        default=3, description="a call whose cached answer does not parse is asked again on later runs, up to this "
+        "many answers in all (1: never ask again)"
     )
 
     _cache: LLMCache | None = PrivateAttr(default=None)
@@ -187,23 +229,48 @@ class LLMResource(dg.ConfigurableResource):
         return self._cache
 
     def _run_cached(
-        self, kind: str, version: str, calls: list[_Call], runner: Callable, stats: CallStats, progress: Progress | None
-    ) -> tuple[dict[str, str], set[str]]:
-        """Raw responses by key, from the cache or the backend; and the keys that were cache hits."""
+        self, kind: str, version: str, calls: list[_Call], runner: Callable, stats: CallStats,
+        progress: Progress | None, parse: Callable[[_Call, str], Any],
+    ) -> tuple[dict[str, Any], set[str]]:
+        """Parsed answers by key (only those that parse), from the cache or the backend; and the cache hits.
+
+        A cached answer that does not parse is not done: it is asked again, until the key has had
+        `parse_attempts` answers; after that it stays a parse failure without further calls."""
         cache, model = self.get_cache(), self.model_id()
         unique = list({c.key: c for c in calls}.values())
-        raws = cache.get_many(c.key for c in unique)
-        hits = set(raws)
+        stats.requested += len(unique)
+        entries = cache.get_entries(c.key for c in unique)
+        parsed: dict[str, Any] = {}
+        answered: set[str] = set()  # keys with an answer, usable or not
+        hits: set[str] = set()
+        attempts: dict[str, int] = {}
+        todo = []
+        for call in unique:
+            if call.key in entries:
+                raw, n = entries[call.key]
+                value = parse(call, raw)
+                if value is not None or n >= self.parse_attempts:
+                    hits.add(call.key)
+                    answered.add(call.key)
+                    if value is not None:
+                        parsed[call.key] = value
+                    continue
+                attempts[call.key] = n
+                stats.parse_retries += 1
+            todo.append(call)
         stats.cache_hits += len(hits)
-        todo = [c for c in unique if c.key not in hits]
         total, done = len(unique), len(hits)
         if progress:
             progress(done, total)
 
         def emit(call: _Call, raw: str) -> None:
             nonlocal done
-            cache.put(call.key, raw, kind=kind, model=model, prompt_version=version)  # before any parsing
-            raws[call.key] = raw
+            cache.put(call.key, raw, kind=kind, model=model, prompt_version=version,  # before any parsing
+                      attempts=attempts.get(call.key, 0) + 1)
+            value = parse(call, raw)
+            answered.add(call.key)
+            if value is not None:
+                parsed[call.key] = value
             stats.calls += 1
             done += 1
             if progress:
@@ -220,7 +287,8 @@ class LLMResource(dg.ConfigurableResource):
 
         if todo:
             runner(todo, emit, fail)
-        return raws, hits
+        stats.parse_failures += len(answered - set(parsed))
+        return parsed, hits
 
     def _query_calls(self, req: QueryRequest, version: str, model: str) -> list[_Call]:
         if req.style not in ALL_STYLES:
@@ -244,7 +312,8 @@ class LLMResource(dg.ConfigurableResource):
         stats, version, model = CallStats(), self._query_prompt_version(), self.model_id()
         per_request = [self._query_calls(req, version, model) for req in requests]
         all_calls = [c for calls in per_request for c in calls]
-        raws, hits = self._run_cached("query", version, all_calls, self._run_query_calls, stats, progress)
+        parse = lambda call, raw: self._parse_queries(raw, call.payload[2]) or None  # noqa: E731
+        parsed, hits = self._run_cached("query", version, all_calls, self._run_query_calls, stats, progress, parse)
 
         results: list[GeneratedQuery] = []
         reasons: Counter = Counter()
@@ -252,13 +321,9 @@ class LLMResource(dg.ConfigurableResource):
             candidates: list[str] = []
             cached: dict[str, bool] = {}
             for call in calls:
-                if call.key not in raws:
-                    continue  # failed: already counted
-                parsed = self._parse_queries(raws[call.key], call.payload[2])
-                if not parsed:
-                    stats.parse_failures += 1
-                    continue
-                for text in parsed[: call.payload[2]]:
+                if call.key not in parsed:
+                    continue  # failed or unreadable: already counted
+                for text in parsed[call.key][: call.payload[2]]:
                     candidates.append(text)
                     cached.setdefault(" ".join(text.split()), call.key in hits)
             kept, why = prompts.filter_queries(candidates, req.text, req.style, req.examples)
@@ -277,13 +342,9 @@ class LLMResource(dg.ConfigurableResource):
             passage_hash = text_hash(prompts.truncate_passage(req.passage, self.max_passage_chars))
             key = cache_key("judge", version, model, req.chunk_id, passage_hash, req.query, self._judge_signature())
             calls.append(_Call(key, req))
-        raws, hits = self._run_cached("judge", version, calls, self._run_judge_calls, stats, progress)
-        parsed: list[tuple[float, int | None] | None] = []
-        for call in calls:
-            value = self._parse_judge(raws[call.key]) if call.key in raws else None
-            if call.key in raws and value is None:
-                stats.parse_failures += 1
-            parsed.append(value)
+        by_key, hits = self._run_cached("judge", version, calls, self._run_judge_calls, stats, progress,
+                                        lambda call, raw: self._parse_judge(raw))
+        parsed = [by_key.get(call.key) for call in calls]
         scores = [p[0] if p else None for p in parsed]
         relative = self._grades(requests, scores)
         results = []

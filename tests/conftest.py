@@ -151,3 +151,13 @@ def render_markdown(md: str) -> tuple[set[str], str]:
     kinds = {t.type for t in tokens} | {c.type for t in tokens for c in (t.children or [])}
     live = {"link_open", "image", "html_inline", "html_block", "code_inline", "em_open", "strong_open", "heading_open"}
     return kinds & live, parser.render(md)
+
+
+@pytest.fixture
+def faulty_endpoint():
+    """A fault-injecting OpenAI-compatible endpoint on 127.0.0.1 (tests/fake_endpoint.py); 429s ask for no wait."""
+    from tests.fake_endpoint import FaultyChatEndpoint
+
+    endpoint = FaultyChatEndpoint(retry_after=0)
+    yield endpoint
+    endpoint.close()

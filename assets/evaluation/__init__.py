@@ -33,7 +33,7 @@ from assets.evaluation.comparisons import (add_comparisons, comparison_metrics, 
 from assets.evaluation.metrics import METRIC_NAMES, mean_metrics
 from assets.evaluation.plots import report_charts
 from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency_summary, rerank,
-                                      score_candidates)
+                                      score_candidates, unscored_pairs)
 from assets.evaluation.scoring import QuerySet, build_query_sets, score_hits
 from assets.labels.agreement import agreement_markdown
 from assets.training.adapter import QueryAdapter, load_adapter
@@ -145,7 +145,9 @@ def evaluate_query_set(query_set: QuerySet, systems: dict[str, tuple], encode, r
             reranked = [rerank(h, pairs.scores.get(q, {}), rerank_depth) for q, h in zip(qids, hits_by_system[s])]
             per_q = {q: min(rerank_depth, len(h)) for q, h in zip(qids, hits_by_system[s])}
             score(f"{s}+{suffix}", reranked, {"search_ms_per_query": result[s]["search_ms_per_query"],
-                                             "rerank_depth": rerank_depth, **latency_summary(pairs.ms_per_pair, per_q)})
+                                             "rerank_depth": rerank_depth, **latency_summary(pairs.ms_per_pair, per_q),
+                                             "rerank_failures": unscored_pairs(qids, hits_by_system[s], pairs.scores,
+                                                                               rerank_depth)})
     return {"kind": query_set.kind, "n_queries": len(qids), "retrievers": result}, pd.concat(per_query, ignore_index=True)
 
 
@@ -326,6 +328,9 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                                        "seen_vs_unseen": dg.MetadataValue.md(feedback_markdown(report)),
                                        "report_path": str(reports / "evaluation.json"),
                                        "n_query_sets": len(sets), **flat, **plots,
+                                       "rerank_failures": dg.MetadataValue.json(   # pairs a reranker could not score
+                                           {f"{s}/{r}": ms["rerank_failures"] for s, qs in report["query_sets"].items()
+                                            for r, ms in qs["retrievers"].items() if ms.get("rerank_failures")}),
                                        "llm_calls": sum(getattr(r, "calls", 0) for _, r, _ in rerankers),   # UPR
                                        "llm_cache_hits": sum(getattr(r, "cache_hits", 0) for _, r, _ in rerankers),
                                        "mlflow_run": dg.MetadataValue.url(finetuned_biencoder.get("mlflow_run_url") or "")})

@@ -94,8 +94,10 @@ def comparisons_markdown(report: dict) -> str:
         for retriever, m in qs["retrievers"].items():
             if DELTA in m:
                 lo, hi = m["ci95"]
+                lost = m.get("rerank_failures")
+                mark = f" ({lost} pairs unscored: reranker failures)" if lost else ""
                 lines.append(f"| {md_text(set_name)} | {retriever} | {m['baseline']} | {m['n_paired']} | {m[DELTA]:+.3f} | "
-                             f"[{lo:+.3f}, {hi:+.3f}] | {m['p_value']:.3g} | {verdict(m)} |")
+                             f"[{lo:+.3f}, {hi:+.3f}] | {m['p_value']:.3g} | {verdict(m)}{mark} |")
     return "\n".join(lines)
 
 
@@ -108,21 +110,27 @@ def reranker_verdict(report: dict, per_query: pd.DataFrame, resamples: int = 10_
     when there are none), over each set's best first stage that it reranked: against that first stage alone
     and against the off-the-shelf reranker on the same first stage (paired by query; the best stage both
     reranked, which is the serving stage when the off-the-shelf one ran on that alone). `ship` only when it is
-    better than the first stage on every such set; the reason says which numbers decided."""
+    better than the first stage on every such set; the reason says which numbers decided. A reranked row
+    that lost pairs to reranker failures (`rerank_failures`) is weaker than its reranker: it is left out
+    (listed under `skipped`), never compared against."""
     human = [n for n, qs in report["query_sets"].items() if qs["kind"] == "human"]
     judged_on = human or [n for n, qs in report["query_sets"].items() if qs["kind"] == "synthetic"]
     sets, reasons = {}, []
     for name in judged_on:
         rows = report["query_sets"][name]["retrievers"]
-        stages = [r for r in rows if RERANK_MARK not in r and f"{r}{FINETUNED_RERANK}" in rows]
+        weakened = {r: m["rerank_failures"] for r, m in rows.items() if m.get("rerank_failures")}
+        whole = lambda r: r in rows and r not in weakened  # noqa: E731
+        stages = [r for r in rows if RERANK_MARK not in r and whole(f"{r}{FINETUNED_RERANK}")]
         if not stages:
+            if any(r.endswith(FINETUNED_RERANK) for r in weakened):
+                reasons.append(f"{name}: not judged, every fine-tuned reranker row lost pairs to reranker failures")
             continue
         best = max(stages, key=lambda r: rows[r][METRIC])
         tuned = rows[f"{best}{FINETUNED_RERANK}"]
         vs_stage = {k: tuned[k] for k in (DELTA, "ci95", "p_value", "n_paired")} | {"verdict": verdict(tuned)}
         entry = {"first_stage": best, METRIC: {"first_stage": rows[best][METRIC], "finetuned": tuned[METRIC]},
                  "vs_first_stage": vs_stage}
-        both = [r for r in stages if f"{r}{OFFTHESHELF_RERANK}" in rows]   # the off-the-shelf row may be on
+        both = [r for r in stages if whole(f"{r}{OFFTHESHELF_RERANK}")]   # the off-the-shelf row may be on
         if both:                                                         # another (the serving) first stage
             stage = max(both, key=lambda r: rows[r][METRIC])
             mine, other = f"{stage}{FINETUNED_RERANK}", f"{stage}{OFFTHESHELF_RERANK}"
@@ -131,11 +139,14 @@ def reranker_verdict(report: dict, per_query: pd.DataFrame, resamples: int = 10_
             entry["vs_offtheshelf"] = vs | {"verdict": verdict(vs), "first_stage": stage}
             entry[METRIC].update({"offtheshelf": rows[other][METRIC],
                                   "finetuned_on_offtheshelf_stage": rows[mine][METRIC]})
+        if weakened:
+            entry["skipped"] = weakened
         sets[name] = entry
         d = entry["vs_first_stage"]
         reasons.append(f"{name}: {best}+rerank {d['verdict']} than {best} alone "
                        f"(Δ nDCG@10 {d[DELTA]:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
-                       f"p {d['p_value']:.3g})")
+                       f"p {d['p_value']:.3g})"
+                       + "".join(f"; skipped {r} ({n} pairs lost to reranker failures)" for r, n in weakened.items()))
     ship = bool(sets) and all(e["vs_first_stage"]["verdict"] == "better" for e in sets.values())
     return {"ship": ship, "judged_on": "human" if human else "synthetic", "sets": sets,
             "reason": "; ".join(reasons) or "no query set has a fine-tuned reranker row"}
@@ -161,4 +172,8 @@ def reranker_verdict_markdown(v: dict) -> str:
                                                f"one has {m['finetuned_on_offtheshelf_stage']:.3f})")
         lines.append(f"| {md_text(name)} | {e['first_stage']} | {m['first_stage']:.3f} | {m['finetuned']:.3f} | {off} | "
                      f"{cell(e['vs_first_stage'])} | {cell(e.get('vs_offtheshelf'))} |")
+    skipped = [f"{name}: {r} lost {n} pairs to reranker failures" for name, e in v["sets"].items()
+               for r, n in e.get("skipped", {}).items()]
+    if skipped:
+        lines += ["", "Not compared (a row weaker than its reranker): " + "; ".join(skipped) + "."]
     return "\n".join(lines)

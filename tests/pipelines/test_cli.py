@@ -32,6 +32,40 @@ def test_openai_backend_needs_url_and_model_and_passes_url_and_key_as_env_vars(t
     assert __import__("os").environ["FLYWHEEL_LLM_BASE_URL"] == "http://127.0.0.1:9/v1"
 
 
+def test_the_instructor_mode_comes_from_llm_mode_or_the_environment(tmp_path, monkeypatch):
+    import pytest
+
+    from pipelines.cli import make_llm
+
+    endpoint = ["run", "--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1", "--llm-model", "m"]
+    for var in ("FLYWHEEL_LLM_BASE_URL", "FLYWHEEL_LLM_MODEL", "FLYWHEEL_LLM_MODE"):
+        monkeypatch.setenv(var, "")   # restored after the test
+    monkeypatch.delenv("FLYWHEEL_LLM_MODE")
+    assert make_llm(parser().parse_args(endpoint), tmp_path).mode == "json"
+    assert make_llm(parser().parse_args([*endpoint, "--llm-mode", "tools"]), tmp_path).mode == "tools"
+    monkeypatch.setenv("FLYWHEEL_LLM_MODE", "md_json")
+    assert make_llm(parser().parse_args(endpoint), tmp_path).mode == "md_json"
+    assert make_llm(parser().parse_args([*endpoint, "--llm-mode", "json_schema"]), tmp_path).mode == "json_schema"
+    with pytest.raises(SystemExit):
+        parser().parse_args([*endpoint, "--llm-mode", "xml"])
+    from pipelines.cli import LLM_MODES
+    from resources.llm_openai import MODES
+
+    assert LLM_MODES == MODES
+
+
+def test_the_failure_share_that_stops_an_llm_stage_is_a_cli_option(tmp_path, monkeypatch):
+    from pipelines.cli import make_llm
+
+    for var in ("FLYWHEEL_LLM_BASE_URL", "FLYWHEEL_LLM_MODEL"):
+        monkeypatch.setenv(var, "")   # make_llm sets them for its run; setenv (not delenv) restores them after
+    assert make_llm(parser().parse_args(["run"]), tmp_path).max_failure_share == 0.5
+    local = make_llm(parser().parse_args(["run", "--llm-max-failure-share", "0.2"]), tmp_path)
+    remote = make_llm(parser().parse_args(["run", "--llm-backend", "openai", "--llm-base-url", "http://127.0.0.1:9/v1",
+                                           "--llm-model", "m", "--llm-max-failure-share", "0.9"]), tmp_path)
+    assert (local.max_failure_share, remote.max_failure_share) == (0.2, 0.9)
+
+
 def test_a_dead_cli_run_gives_back_its_pool_slot(tmp_path, monkeypatch):
     import shutil
     from pathlib import Path
@@ -173,19 +207,13 @@ def test_the_endpoint_key_is_in_no_file_of_the_home(tmp_path, tiny_beir, tiny_mo
     the key is read from FLYWHEEL_LLM_API_KEY at run time and scrubbed from the error text, so no byte of it
     lands in the home: not in Dagster's sqlite storage (run config, job snapshot, event log, metadata), not in
     MLflow's db or artifacts, not in the LLM cache, the reports or the step outputs."""
+    import hashlib
+
     from pipelines.cli import main
-    from tests.resources.test_llm import FakeChatServer
+    from tests.fake_endpoint import FaultyChatEndpoint
 
-    class EchoingChatServer(FakeChatServer):
-        """Every third call fails with a 401 whose body echoes the request's Authorization header."""
-
-        calls = 0
-
-        def respond(self, body):
-            with self.lock:
-                self.calls += 1
-                n, auth = self.calls, self.headers[-1]["authorization"]   # the same header on every call
-            return (401, f"invalid credentials: {auth}") if n % 3 == 0 else super().respond(body)
+    def every_third_prompt_echoes_the_key(prompt: str) -> list[str]:
+        return ["echo401"] if int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 3 == 0 else []
 
     home = tmp_path / "home"
     monkeypatch.setenv("DAGSTER_HOME", str(home / "dagster"))
@@ -193,7 +221,7 @@ def test_the_endpoint_key_is_in_no_file_of_the_home(tmp_path, tiny_beir, tiny_mo
     monkeypatch.setenv("FLYWHEEL_LLM_API_KEY", PLANTED_KEY)
     for var in ("FLYWHEEL_LLM_BASE_URL", "FLYWHEEL_LLM_MODEL"):   # the CLI sets them for its run; restored after
         monkeypatch.setenv(var, "")
-    server = EchoingChatServer()
+    server = FaultyChatEndpoint(plan=every_third_prompt_echoes_the_key)
     try:
         code = main(["run", "--corpus", str(tiny_beir), "--home", str(home), "--base-model", tiny_model_path,
                      "--llm-backend", "openai", "--llm-base-url", server.url, "--llm-model", "fake-chat",
@@ -204,7 +232,7 @@ def test_the_endpoint_key_is_in_no_file_of_the_home(tmp_path, tiny_beir, tiny_mo
     captured = capsys.readouterr()
     assert code == 0, captured.err[-3000:]
     failed = [h for h in server.headers if h["authorization"] == f"Bearer {PLANTED_KEY}"]
-    assert len(failed) == len(server.headers) and server.calls >= 9   # the key was sent, and >= 3 calls echoed it
+    assert len(failed) == len(server.headers) and server.served["echo401"] >= 3   # sent, and echoed back
     files = [p for p in home.rglob("*") if p.is_file()]
     assert {"dagster", "mlflow.db", "mlartifacts", "llm_cache.sqlite", "reports"} <= {p.relative_to(home).parts[0]
                                                                               for p in files}

@@ -243,6 +243,9 @@ def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_o
     monkeypatch.setenv("FLYWHEEL_LLM_API_KEY", "secret")
     llm = build_definitions(tmp_path).resources["llm"]
     assert isinstance(llm, OpenAICompatibleLLMResource)
+    assert llm.mode == "json"
+    monkeypatch.setenv("FLYWHEEL_LLM_MODE", "tools")  # endpoints differ in what structured output they honour
+    assert build_definitions(tmp_path).resources["llm"].mode == "tools"
     assert isinstance(llm.api_key, dg.EnvVar) and "secret" not in repr(llm.api_key)
 
 
