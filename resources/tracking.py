@@ -8,9 +8,14 @@ RESOURCE_DOES_NOT_EXIST, HTTP 404, from the sqlite and the REST stores alike) or
 "no champion yet". Any other error (a 5xx, a permission error, a refused connection, an invalid name) is tried
 again a few times and then raises RegistryUnavailable, so the gate fails before it changes anything, instead
 of gating the candidate against the base model as if no version had ever been promoted.
+
+Registered model names are global on an MLflow server while experiments are per corpus, so the names carry
+the project too: "<prefix>-<project>-<kind>" (registered_model_name), the project being the corpus name
+unless `registry_project` says otherwise. Corpus A's champion and corpus B's are then separate models.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -30,6 +35,23 @@ def means_absent(error: BaseException) -> bool:
     A missing alias is not read from an error: both stores raise INVALID_PARAMETER_VALUE for it, which is also
     their answer to an invalid name, so an alias is looked up in the registered model's own alias map instead."""
     return getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def registry_part(text: str) -> str:
+    """`text` as a piece of a registered model name: letters, digits, '.', '_' and '-' (MLflow forbids '/' and
+    ':', and '@' or a quote would break `models:/<name>@champion` and search filters). Text that had to change
+    gets a short hash of the original, so "my corpus" and "my-corpus" stay two names."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    if safe == text:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:6]
+    return f"{safe}-{digest}" if safe else digest
+
+
+def registered_model_name(prefix: str, project: str, kind: str) -> str:
+    """The registered model of one kind ("biencoder", "crossencoder", ...) for one project: every reader and
+    writer of the registry gets its name from here (MLflowResource.model_name)."""
+    return f"{registry_part(prefix)}-{registry_part(project)}-{kind}"
 
 
 def without_credentials(uri: str) -> str:
@@ -60,6 +82,8 @@ class MLflowResource(dg.ConfigurableResource):
     tracking_uri: str                     # sqlite:///<home>/mlflow.db locally; http://mlflow:5000 on a cluster
     artifact_root: str = ""               # where new experiments keep artifacts; "" -> next to the sqlite file
     experiment_prefix: str = "flywheel"   # one experiment per corpus: "<prefix>/<corpus name>"
+    registry_project: str = ""            # registered models "<prefix>-<project>-<kind>"; "" -> the corpus name,
+    #   so each corpus has its own champion. Set it to keep one champion across a renamed corpus folder
     registry_attempts: int = 3            # a registry read that decides what serves is tried this many times,
     registry_backoff_s: float = 2.0       # waiting 2 s then 4 s: ~6 s before the gate fails. On an http URI the
     #   mlflow client itself retries 429/5xx first (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 7 by default: minutes)
@@ -120,6 +144,10 @@ class MLflowResource(dg.ConfigurableResource):
                 mlflow.log_artifact(path, artifact_path=folder)
 
     # The model registry: the alias "champion" names the version that serves; every gate decision is a tag.
+
+    def model_name(self, corpus_name: str, kind: str) -> str:
+        """The registered model of `kind` for this corpus (or for registry_project when it is set)."""
+        return registered_model_name(self.experiment_prefix, self.registry_project or corpus_name, kind)
 
     def alias_version(self, name: str, alias: str = "champion"):
         """The model version `alias` points to, or None when `name` is not registered yet or no version carries

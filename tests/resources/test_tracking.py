@@ -1,10 +1,12 @@
-"""Tier 1-2: the MLflow resource's registry reads on a real sqlite store, a real unreachable server, and a store
-that fails the way a server in trouble does (a 503, a 403). Only a missing model or alias is "no champion"."""
+"""Tier 1-2: the MLflow resource's registry on a real sqlite store, a real unreachable server, and a store that
+fails the way a server in trouble does (a 503, a 403): only a missing model or alias is "no champion"; and the
+registered model names, one set per corpus."""
 import mlflow
 import pytest
 from mlflow.exceptions import MlflowException, RestException
 
-from resources.tracking import MLflowResource, RegistryUnavailable, means_absent, without_credentials
+from resources.tracking import (MLflowResource, RegistryUnavailable, means_absent, registered_model_name,
+                                without_credentials)
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +100,24 @@ def _code(name: str) -> int:
     from mlflow.protos.databricks_pb2 import ErrorCode
 
     return ErrorCode.Value(name)
+
+
+def test_each_corpus_names_its_own_registered_models_and_the_project_can_name_them_instead():
+    assert registered_model_name("flywheel", "cranfield", "biencoder") == "flywheel-cranfield-biencoder"
+    tracking = MLflowResource(tracking_uri="sqlite:///unused.db")
+    assert tracking.model_name("scifact", "crossencoder") == "flywheel-scifact-crossencoder"
+    assert tracking.model_name("scifact", "biencoder") != tracking.model_name("nfcorpus", "biencoder")
+    named = MLflowResource(tracking_uri="sqlite:///unused.db", registry_project="support-kb")
+    assert named.model_name("docs_v1", "biencoder") == named.model_name("docs_v2", "biencoder") == "flywheel-support-kb-biencoder"
+
+
+def test_a_corpus_name_mlflow_cannot_take_becomes_a_valid_name_and_stays_distinct(registry):
+    spaced, dashed = (registered_model_name("flywheel", p, "biencoder") for p in ("my corpus", "my-corpus"))
+    assert dashed == "flywheel-my-corpus-biencoder" and spaced.startswith("flywheel-my-corpus-") and spaced != dashed
+    odd = registered_model_name("team/flywheel", "a:b@c 'd'/..", "biencoder")
+    assert not set(odd) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    assert registered_model_name("flywheel", "语料", "biencoder").startswith("flywheel-")   # nothing left but the hash
+    client = registry.client()
+    client.create_registered_model(odd)   # the sqlite store takes it, and a search by name finds it
+    client.create_model_version(odd, source="file:///tmp/model")
+    assert [v.name for v in client.search_model_versions(f"name='{odd}'")] == [odd]

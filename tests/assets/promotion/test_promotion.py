@@ -11,6 +11,7 @@ import pytest
 from assets.corpus.readers import HumanQuerySet
 from assets.indices import BASELINE_TABLE, build_index
 from assets.promotion import PromotionConfig, champion_is_vetted, promotion_gate, serving_index
+from assets.training import BIENCODER_KIND, TrainConfig, finetuned_biencoder
 from assets.training.biencoder import TrainSettings, train_biencoder
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
@@ -70,7 +71,7 @@ def registered(world, model_path: str, name: str) -> dict:
             "mlflow_run_id": run.info.run_id, "mlflow_run_url": ""}
 
 
-def gate(world, candidate: dict, **resources) -> dict:
+def gate(world, candidate: dict, config: PromotionConfig | None = None, **resources) -> dict:
     _, chunks, human, splits, _, r = world
     r = {**r, **resources}
     triplets = pd.DataFrame(columns=["query_id", "split", "anchor", "positive_chunk_id", "origin"])   # no feedback
@@ -79,7 +80,7 @@ def gate(world, candidate: dict, **resources) -> dict:
     out = promotion_gate(dg.build_asset_context(), chunks=chunks, query_splits=splits, human_queries=human,
                          training_triplets=triplets,
                          finetuned_biencoder=candidate, baseline_index={"table": BASELINE_TABLE},
-                         finetuned_index={"table": "chunks_finetuned"}, config=PromotionConfig(resamples=2000),
+                         finetuned_index={"table": "chunks_finetuned"}, config=config or PromotionConfig(resamples=2000),
                          **r)
     return out.value
 
@@ -175,3 +176,49 @@ def test_a_registry_error_that_passes_is_retried_and_the_candidate_meets_the_rea
     assert f"(against the champion, version {champion['model_version']})" in decided["reason"], decided["reason"]
     assert decided["previous_champion"]["version"] == str(champion["model_version"])
     assert decided["champion"]["version"] == str(champion["model_version"])
+
+
+def trained_in_corpus(world, corpus: str, mlflow: MLflowResource | None = None, min_change: float = 0.0) -> dict:
+    """finetuned_biencoder on the tiny corpus named `corpus`, in its own home (2 steps: a version, not a good one)."""
+    home, chunks, _, _, queries, r = world
+    texts = list(chunks["text"])
+    triplets = pd.DataFrame([{"query_id": qid, "anchor": q, "positive": texts[i], "negative": texts[(i + 7) % len(texts)],
+                              "positive_chunk_id": chunks["chunk_id"][i], "split": "train", "origin": "synthetic"}
+                             for i, (qid, q) in enumerate(queries.items())])
+    corpus_chunks = chunks.copy()
+    corpus_chunks.attrs["corpus_name"] = corpus
+    config = TrainConfig(max_steps=2, batch_size=8, evals_per_run=1, min_change_to_retrain=min_change)
+    return finetuned_biencoder(dg.build_asset_context(), training_triplets=triplets, chunks=corpus_chunks,
+                               embedder=r["embedder"], mlflow=mlflow or r["mlflow"], config=config,
+                               workspace=WorkspaceResource(home=str(home / corpus))).value
+
+
+def test_two_corpora_on_one_registry_have_two_champions(world):
+    """Corpus A and corpus B tracked on one MLflow server, each trained by finetuned_biencoder in its own home:
+    promoting A's candidate must not move B's champion (one global registered model name shared one alias)."""
+    r = world[-1]
+    b = trained_in_corpus(world, "corpus-b")
+    assert b["registered_model"] == r["mlflow"].model_name("corpus-b", BIENCODER_KIND) == "flywheel-corpus-b-biencoder"
+    r["mlflow"].tag_version(b["registered_model"], b["model_version"], {"flywheel.gate": "promoted"})
+    r["mlflow"].set_alias(b["registered_model"], b["model_version"])   # B's champion
+
+    a = trained_in_corpus(world, "corpus-a")
+    assert a["registered_model"] == "flywheel-corpus-a-biencoder"
+    decided = gate(world, a, config=PromotionConfig(resamples=200, min_gain=-1.0, guard_tolerance=1.0))   # promote
+    assert decided["decision"] == "promoted" and "no version promoted yet" in decided["reason"]   # A had no champion
+    assert r["mlflow"].alias_version(a["registered_model"]).version == a["model_version"]
+    assert r["mlflow"].alias_version(b["registered_model"]).version == b["model_version"]   # B's did not move
+    b_gate = {"registered_model": b["registered_model"], "decision": "promoted",
+              "champion": {"version": b["model_version"], "what": f"version {b['model_version']}"}}
+    assert champion_is_vetted(promotion_gate=b_gate, mlflow=r["mlflow"]).passed   # B still serves its vetted one
+
+
+def test_a_kept_model_registered_under_another_name_is_retrained_not_reused(world):
+    r = world[-1]
+    first = trained_in_corpus(world, "corpus-c", min_change=0.05)
+    again = trained_in_corpus(world, "corpus-c", min_change=0.05)   # nothing changed: the model is kept
+    assert again["retrained"] is False and again["registered_model"] == first["registered_model"]
+    renamed = MLflowResource(tracking_uri=r["mlflow"].tracking_uri, registry_project="corpus-c-renamed")
+    moved = trained_in_corpus(world, "corpus-c", mlflow=renamed, min_change=0.05)
+    assert moved["retrained"] is True and "registered model name changed" in moved["retrain_reason"]
+    assert moved["registered_model"] == "flywheel-corpus-c-renamed-biencoder" and str(moved["model_version"]) == "1"
