@@ -65,7 +65,8 @@ def default_llm(home: Path, **settings) -> LLMResource:
 def default_resources(home: Path, llm: LLMResource | None = None, embedder: EmbedderResource | None = None,
                       **overrides) -> dict:
     """Everything under `home`, unless FLYWHEEL_LANCEDB_URI (e.g. s3://bucket/flywheel; credentials and endpoint from
-    the usual AWS_* variables) or FLYWHEEL_MLFLOW_TRACKING_URI (e.g. http://mlflow:5000) point elsewhere."""
+    the usual AWS_* variables) or FLYWHEEL_MLFLOW_TRACKING_URI (e.g. http://mlflow:5000) point elsewhere;
+    FLYWHEEL_REGISTRY_PROJECT names the registered models in place of the corpus name."""
     home.mkdir(parents=True, exist_ok=True)
     return {
         "io_manager": dg.FilesystemIOManager(base_dir=str(home / "storage")),   # outputs persist in the home
@@ -74,7 +75,8 @@ def default_resources(home: Path, llm: LLMResource | None = None, embedder: Embe
         "embedder": embedder or EmbedderResource(model=os.environ.get("FLYWHEEL_BASE_MODEL", "")),   # as --base-model
         "lancedb": LanceDBResource(uri=os.environ.get("FLYWHEEL_LANCEDB_URI") or str(home / "lancedb")),
         "mlflow": MLflowResource(tracking_uri=os.environ.get("FLYWHEEL_MLFLOW_TRACKING_URI")
-                                 or f"sqlite:///{home / 'mlflow.db'}"),
+                                 or f"sqlite:///{home / 'mlflow.db'}",
+                                 registry_project=os.environ.get("FLYWHEEL_REGISTRY_PROJECT", "")),   # "": the corpus
         **overrides,   # e.g. lancedb=LanceDBResource(uri="s3://...", storage_options=...)
     }
 

@@ -6,6 +6,7 @@ import pytest
 
 from pipelines.definitions import build_definitions
 from resources.embedder import EmbedderResource
+from resources.tracking import registered_model_name
 
 TINY_RUN_CONFIG = {
     "ops": {
@@ -157,7 +158,9 @@ def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):
     assert "synthetic.test.dense_finetuned.delta_ndcg_at_10" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} >= {"plots/synthetic_test.png"}
     assert "loss" in run.data.metrics or any("loss" in k for k in run.data.metrics)
-    versions = client.search_model_versions("name='flywheel-biencoder'")
+    corpus = result.output_for_node("evaluation_report")["corpus"]
+    assert model["registered_model"] == registered_model_name("flywheel", corpus, "biencoder") == f"flywheel-{corpus}-biencoder"
+    versions = client.search_model_versions(f"name='{model['registered_model']}'")   # this corpus's own model
     assert [v.run_id for v in versions] == [model["mlflow_run_id"]]
 
 
@@ -192,9 +195,11 @@ def test_reranker_is_tracked_registered_and_served_from_the_registry(tiny_run):
     run = client.get_run(reranker["mlflow_run_id"])
     assert run.data.tags["model_kind"] == "cross-encoder"
     assert "eval_validation_ndcg_at_10" in run.data.metrics
-    [version] = client.search_model_versions("name='flywheel-crossencoder'")
+    name = registered_model_name("flywheel", result.output_for_node("evaluation_report")["corpus"], "crossencoder")
+    assert reranker["registered_model"] == name
+    [version] = client.search_model_versions(f"name='{name}'")
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
-    served = mlflow.pyfunc.load_model(f"models:/flywheel-crossencoder/{version.version}")
+    served = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
     scores = served.predict(pd.DataFrame({"query": ["a wing", "a wing"], "passage": ["the wing lifts", "cats"]}))
     assert len(scores) == 2 and all(isinstance(x, float) for x in scores)
     verdict = result.output_for_node("evaluation_report")["reranker_verdict"]   # the evaluation's, on the version

@@ -6,6 +6,7 @@ import pytest
 
 from assets.corpus.sample import write_sample_corpus
 from pipelines.cli import main
+from resources.tracking import registered_model_name
 
 
 @pytest.mark.slow
@@ -39,7 +40,7 @@ def test_flywheel_run_with_the_real_bundled_models(tmp_path, monkeypatch, capsys
     artifacts = {a.path for a in client.list_artifacts(report["model"]["mlflow_run_id"])}
     assert "learning_curve.png" in artifacts, artifacts
     # the first trained version was put to the gate against the base model, and the decision recorded
-    tags = client.get_model_version("flywheel-biencoder", "1").tags
+    tags = client.get_model_version(registered_model_name("flywheel", report["corpus"], "biencoder"), "1").tags
     import pickle
 
     gate = pickle.loads((home / "storage" / "promotion_gate").read_bytes())
