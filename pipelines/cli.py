@@ -207,21 +207,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def mlflow_ui_plan(env, home: Path, port: int) -> tuple[str | None, str]:
+    """(the backend store `flywheel ui` serves an MLflow UI for, or None; the UI's URL for the run links).
+
+    FLYWHEEL_MLFLOW_TRACKING_URI wins, as for the runs: an http(s) server is its own UI (nothing started;
+    FLYWHEEL_MLFLOW_UI may name another address); a database URI gets a local UI over it; unset, the home's
+    sqlite store gets one."""
+    from resources.tracking import without_credentials
+
+    uri = env.get("FLYWHEEL_MLFLOW_TRACKING_URI", "")
+    local = f"http://127.0.0.1:{port}"
+    if uri.startswith(("http://", "https://")):
+        return None, env.get("FLYWHEEL_MLFLOW_UI") or without_credentials(uri).rstrip("/")
+    return (uri or f"sqlite:///{home / 'mlflow.db'}"), local
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     home = Path(args.home).expanduser().resolve()
     prepare_environment(home)
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "FLYWHEEL_MLFLOW_UI": f"http://127.0.0.1:{args.mlflow_port}"}
+    backend, mlflow_ui = mlflow_ui_plan(os.environ, home, args.mlflow_port)
+    env = {**os.environ, "FLYWHEEL_MLFLOW_UI": mlflow_ui}
     procs = [
         subprocess.Popen([str(bin_dir / "dagster-webserver"), "-m", "pipelines.definitions", "-h", "127.0.0.1",
                           "-p", str(args.dagster_port)], env=env),
         # the daemon starts the runs the UI queues (a "Materialize" click; the instance queues runs, one at a
         # time, dagster.yaml) and ticks the schedules and the sensor once they are turned on
         subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-m", "pipelines.definitions"], env=env),
-        subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-                          "--host", "127.0.0.1", "--port", str(args.mlflow_port)], env=env),
     ]
-    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}   "
+    if backend:   # a tracking server (http) serves its own UI: none is started here
+        procs.append(subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", backend,
+                                       "--host", "127.0.0.1", "--port", str(args.mlflow_port)], env=env))
+    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: {mlflow_ui or '(none: set FLYWHEEL_MLFLOW_UI)'}   "
           "(and the Dagster daemon: runs launched from the UI, schedules, sensors)")
 
     def _stop(signum, frame):

@@ -76,7 +76,8 @@ def default_resources(home: Path, llm: LLMResource | None = None, embedder: Embe
         "lancedb": LanceDBResource(uri=os.environ.get("FLYWHEEL_LANCEDB_URI") or str(home / "lancedb")),
         "mlflow": MLflowResource(tracking_uri=os.environ.get("FLYWHEEL_MLFLOW_TRACKING_URI")
                                  or f"sqlite:///{home / 'mlflow.db'}",
-                                 registry_project=os.environ.get("FLYWHEEL_REGISTRY_PROJECT", "")),   # "": the corpus
+                                 registry_project=os.environ.get("FLYWHEEL_REGISTRY_PROJECT", ""),   # "": the corpus
+                                 ui_url=os.environ.get("FLYWHEEL_MLFLOW_UI", "")),   # "": from the tracking URI
         **overrides,   # e.g. lancedb=LanceDBResource(uri="s3://...", storage_options=...)
     }
 

@@ -54,6 +54,22 @@ def registered_model_name(prefix: str, project: str, kind: str) -> str:
     return f"{registry_part(prefix)}-{registry_part(project)}-{kind}"
 
 
+LOCAL_MLFLOW_UI = "http://127.0.0.1:5000"   # what `flywheel ui` serves for a home's sqlite tracking store
+
+
+def mlflow_ui_url(tracking_uri: str, configured: str = "") -> str:
+    """Where the MLflow UI of `tracking_uri` is: the configured URL; else an http(s) tracking server itself
+    (which serves the UI), credentials left out; else, for a local sqlite store, `flywheel ui`'s server;
+    else "" (a database URI names no UI: a link to localhost would point at nothing)."""
+    if configured:
+        return configured.rstrip("/")
+    if tracking_uri.startswith(("http://", "https://")):
+        return without_credentials(tracking_uri).rstrip("/")
+    if tracking_uri.startswith("sqlite:///"):
+        return LOCAL_MLFLOW_UI
+    return ""
+
+
 def without_credentials(uri: str) -> str:
     """The tracking URI fit for an error message: user and password (postgresql://user:pw@host/db) left out."""
     return re.sub(r"//[^/@]*@", "//", uri)
@@ -84,6 +100,8 @@ class MLflowResource(dg.ConfigurableResource):
     experiment_prefix: str = "flywheel"   # one experiment per corpus: "<prefix>/<corpus name>"
     registry_project: str = ""            # registered models "<prefix>-<project>-<kind>"; "" -> the corpus name,
     #   so each corpus has its own champion. Set it to keep one champion across a renamed corpus folder
+    ui_url: str = ""                      # the MLflow UI the metadata links point at; "" -> the tracking server
+    #   itself for an http(s) URI, `flywheel ui`'s local server for the home's sqlite, else no link
     registry_attempts: int = 3            # a registry read that decides what serves is tried this many times,
     registry_backoff_s: float = 2.0       # waiting 2 s then 4 s: ~6 s before the gate fails. On an http URI the
     #   mlflow client itself retries 429/5xx first (MLFLOW_HTTP_REQUEST_MAX_RETRIES, 7 by default: minutes)
@@ -118,9 +136,9 @@ class MLflowResource(dg.ConfigurableResource):
             yield run
 
     def run_url(self, run) -> str:
-        """A link for asset metadata: the MLflow UI's page of the run (the UI that `flywheel ui` starts)."""
-        base = os.environ.get("FLYWHEEL_MLFLOW_UI", "http://127.0.0.1:5000")
-        return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        """A link for asset metadata: the run's page in the MLflow UI (mlflow_ui_url), or "" when no UI is known."""
+        base = mlflow_ui_url(self.tracking_uri, self.ui_url or os.environ.get("FLYWHEEL_MLFLOW_UI", ""))
+        return f"{base}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}" if base else ""
 
     def client(self):
         mlflow = self._setup()

@@ -243,3 +243,16 @@ def test_the_endpoint_key_is_in_no_file_of_the_home(tmp_path, tiny_beir, tiny_mo
     assert [p for p in files if "dagster" in p.parts and any(url in b for b in _readable_bytes(p))] == []
     assert any(b"invalid credentials: Bearer ***" in p.read_bytes() for p in files)   # the failures were recorded
     assert PLANTED_KEY not in captured.out + captured.err + caplog.text   # nor in the logs (ours, instructor's)
+
+
+def test_flywheel_ui_serves_the_tracking_store_the_runs_use(tmp_path):
+    from pipelines.cli import mlflow_ui_plan
+
+    assert mlflow_ui_plan({}, tmp_path, 5001) == (f"sqlite:///{tmp_path / 'mlflow.db'}", "http://127.0.0.1:5001")
+    assert mlflow_ui_plan({"FLYWHEEL_MLFLOW_TRACKING_URI": "postgresql://u:pw@db/mlflow"}, tmp_path, 5000) == (
+        "postgresql://u:pw@db/mlflow", "http://127.0.0.1:5000")
+    assert mlflow_ui_plan({"FLYWHEEL_MLFLOW_TRACKING_URI": "https://u:pw@mlflow.corp/"}, tmp_path, 5000) == (
+        None, "https://mlflow.corp")                                   # its own UI; no local one, no password
+    assert mlflow_ui_plan({"FLYWHEEL_MLFLOW_TRACKING_URI": "http://mlflow:5000",
+                           "FLYWHEEL_MLFLOW_UI": "https://mlflow.example.com"}, tmp_path, 5000)[1] == \
+        "https://mlflow.example.com"

@@ -121,3 +121,18 @@ def test_a_corpus_name_mlflow_cannot_take_becomes_a_valid_name_and_stays_distinc
     client.create_registered_model(odd)   # the sqlite store takes it, and a search by name finds it
     client.create_model_version(odd, source="file:///tmp/model")
     assert [v.name for v in client.search_model_versions(f"name='{odd}'")] == [odd]
+
+
+def test_run_links_point_at_the_ui_of_the_tracking_store_not_at_localhost(monkeypatch):
+    from types import SimpleNamespace
+
+    from resources.tracking import MLflowResource, mlflow_ui_url
+
+    monkeypatch.delenv("FLYWHEEL_MLFLOW_UI", raising=False)
+    run = SimpleNamespace(info=SimpleNamespace(experiment_id="3", run_id="abc"))
+    assert MLflowResource(tracking_uri="http://mlflow:5000").run_url(run) == "http://mlflow:5000/#/experiments/3/runs/abc"
+    assert MLflowResource(tracking_uri="postgresql://u:pw@db/x").run_url(run) == ""       # no UI known: no link
+    assert MLflowResource(tracking_uri="postgresql://db/x", ui_url="https://ml.corp/").run_url(run) == \
+        "https://ml.corp/#/experiments/3/runs/abc"
+    assert mlflow_ui_url("sqlite:////home/me/mlflow.db") == "http://127.0.0.1:5000"      # what `flywheel ui` serves
+    assert mlflow_ui_url("https://u:pw@ml.corp") == "https://ml.corp"
