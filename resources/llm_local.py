@@ -16,7 +16,7 @@ from pydantic import Field, PrivateAttr
 
 from resources import prompts
 from resources.device import choose_device  # "auto" -> cuda, then mps, then cpu
-from resources.llm import JudgeRequest, LLMResource, _Call
+from resources.llm_base import JudgeRequest, LLMResource, _Call
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field, PrivateAttr
 
 from resources import prompts
-from resources.llm import CallStats, JudgeRequest, LLMResource, _Call
+from resources.llm_base import CallStats, JudgeRequest, LLMResource, _Call
 from resources.llm_cache import cache_key
 
 logger = logging.getLogger(__name__)

@@ -410,3 +410,14 @@ def test_real_gemma_writes_queries_and_prefers_the_source_passage(tmp_path):
     assert all(math.isfinite(j.score) for j in judgments)
     assert by_chunk["wing"].score > max(by_chunk[c].score for c in ("heat", "shock", "jet")), judgments
     assert by_chunk["wing"].grade == 3
+
+
+def test_each_backend_module_imports_on_its_own_with_no_cycle():
+    """resources.llm_local / llm_openai import the base types from resources.llm_base, never the facade that
+    imports them: each loads first in a fresh interpreter (it failed with a circular ImportError before)."""
+    import subprocess
+    import sys
+
+    for module in ("resources.llm_local", "resources.llm_openai", "resources.llm_base"):
+        done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-500:]
