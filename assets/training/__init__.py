@@ -15,7 +15,7 @@ import pandas as pd
 
 from assets.training.biencoder import TrainSettings, train_biencoder
 from assets.training.version import code_version  # noqa: F401  (re-exported)
-from assets.training.scaffold import mlflow_metric_logger, run_tags
+from assets.training.scaffold import end_killed_training_runs, mlflow_metric_logger, run_tags
 from assets.training.blend import blend_counts, blend_rows
 from assets.training.retrain import retrain_or_reuse
 from resources.compute import compute_tags
@@ -59,6 +59,7 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
     registered_name = mlflow.model_name(corpus_name, registered_kind)
     tags = run_tags(context, chunks, embedder.base_model_path(), device, "bi-encoder", loss=loss)
+    killed = end_killed_training_runs(context, mlflow, workspace)   # a kill -9 left them RUNNING
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(embedder.base_model_path(), device=device)
@@ -91,6 +92,7 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
     return dg.Output(value, metadata={
         "mlflow_run": dg.MetadataValue.url(url),
         "mlflow_run_id": run.info.run_id,
+        "killed_runs_ended": len(killed),
         "model_version": str(version),
         "loss": LOSS_NAMES[loss],
         "steps": result.steps,

@@ -16,7 +16,7 @@ from assets.splits import split_of
 from assets.training.crossencoder import (RerankerSettings, is_biencoder_folder, load_reranker, reranker_pairs,
                                          train_crossencoder)
 from assets.training.blend import blend_rows
-from assets.training.scaffold import mlflow_metric_logger, run_tags
+from assets.training.scaffold import end_killed_training_runs, mlflow_metric_logger, run_tags
 from assets.training.retrain import retrain_or_reuse
 from resources.device import plan_for
 from resources.compute import compute_tags
@@ -97,6 +97,7 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
     registered_name = mlflow.model_name(corpus_name, CROSSENCODER_KIND) if config.register_model else None
     tags = run_tags(context, chunks, base, device, "cross-encoder")
+    killed = end_killed_training_runs(context, mlflow, workspace)   # a kill -9 left them RUNNING
     t0 = time.perf_counter()
     with mlflow.start_run(corpus_name, run_name=f"crossencoder-{context.run_id[:8]}", tags=tags) as run:
         counts = pairs.groupby(["split", "origin"]).size()
@@ -119,6 +120,7 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
     return dg.Output(value, metadata={
         "mlflow_run": dg.MetadataValue.url(url),
         "model_version": str(version),
+        "killed_runs_ended": len(killed),
         "n_train_pairs": int((pairs["split"] == "train").sum()),
         "n_validation_pairs": int((pairs["split"] == "validation").sum()),
         "pairs_by_origin": dg.MetadataValue.json({o: int(n) for o, n in pairs["origin"].value_counts().items()}),
