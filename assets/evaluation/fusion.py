@@ -25,7 +25,6 @@ import pandas as pd
 from assets.common import markdown_table
 from assets.evaluation.metrics import mean_metrics
 from assets.evaluation.scoring import DEPTH, QuerySet, score_hits, synthetic_query_set
-from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 
@@ -144,7 +143,7 @@ def fusion_markdown(fusion: dict | None) -> str:
     return line + (f" Note: {fusion['note']}." if fusion.get("note") else "")
 
 
-@dg.asset(group_name="evaluation", compute_kind="python", pool="gpu", op_tags=compute_tags("gpu"))
+@dg.asset(group_name="evaluation", compute_kind="python")   # the cpu profile: it embeds the validation queries only
 def fusion_weights(context: dg.AssetExecutionContext, query_splits: pd.DataFrame, baseline_index: dict,
                    embedder: EmbedderResource, lancedb: LanceDBResource, config: FusionConfig) -> dg.Output[dict]:
     """The hybrid fusion (method, weight on dense) with the best nDCG@10 on the synthetic validation split."""

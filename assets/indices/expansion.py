@@ -28,7 +28,6 @@ import numpy as np
 import pandas as pd
 
 from assets.common import preview
-from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.prompts import normalise_query
@@ -145,7 +144,7 @@ def expansion_markdown(expansion: dict | None) -> str:
             "what expanding the others costs, and the human queries measure the gain.")
 
 
-@dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags=compute_tags("gpu"))
+@dg.asset(group_name="indices", compute_kind="lancedb")   # the cpu profile: it embeds no chunk, at most the queries
 def expanded_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, synthetic_queries: pd.DataFrame,
                    relevance_labels: pd.DataFrame, query_splits: pd.DataFrame, human_queries: list,
                    baseline_index: dict, embedder: EmbedderResource, lancedb: LanceDBResource,
