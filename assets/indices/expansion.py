@@ -135,10 +135,10 @@ def expansion_systems(expanded_index: dict, lancedb: LanceDBResource) -> dict[st
 def expansion_markdown(expansion: dict | None) -> str:
     if not expansion or not expansion.get("enabled"):
         return ""
-    f = expansion["filtered"]
+    f, by = expansion["filtered"], expansion["queries_by_split"]
     return (f"`bm25_expanded` / `hybrid_expanded`: {expansion['chunks_expanded']} of {expansion['n_rows']} chunks "
             f"expanded with {expansion['queries_used']} of {expansion['queries_written']} synthetic queries "
-            f"(train {expansion['queries_by_split']['train']}, validation {expansion['queries_by_split']['validation']}); "
+            f"(train {by['train']}, validation {by['validation']}); "
             "left out: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in f.items()) + ". No test-split or human "
             "query is in the table; test documents' chunks are never expanded, so the synthetic test rows measure only "
             "what expanding the others costs, and the human queries measure the gain.")

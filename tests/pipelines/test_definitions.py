@@ -253,16 +253,19 @@ def test_the_expanded_and_learned_fusion_rows_are_compared_with_their_baselines_
     val = splits[splits["split"] == "validation"]
     assert fusion["tuned_on"] == "synthetic/validation" and fusion["n_queries"] == len(val)
     assert fusion["method"] in ("rrf", "convex") and 0.0 <= fusion["weight_dense"] <= 1.0
-    assert fusion["at_grid_edge"] == (fusion["weight_dense"] in (0.0, 1.0)) and bool(fusion["note"]) == fusion["at_grid_edge"]
+    assert fusion["at_grid_edge"] == (fusion["weight_dense"] in (0.0, 1.0))
+    assert bool(fusion["note"]) == fusion["at_grid_edge"]
     per_query = pd.read_parquet(home / "reports" / "per_query.parquet")
     for set_name, qs in report["query_sets"].items():
-        for row, base in (("bm25_expanded", "bm25"), ("hybrid_expanded", "hybrid_base"), ("hybrid_learned", "hybrid_base")):
+        for row, base in (("bm25_expanded", "bm25"), ("hybrid_expanded", "hybrid_base"),
+                          ("hybrid_learned", "hybrid_base")):
             m = qs["retrievers"][row]
             assert m["baseline"] == base and m["n_paired"] == qs["n_queries"]
             assert m["ci95"][0] <= m["delta_ndcg@10"] <= m["ci95"][1]
             assert m["delta_ndcg@10"] == pytest.approx(m["ndcg@10"] - qs["retrievers"][base]["ndcg@10"], abs=1e-5)
         if (fusion["method"], fusion["weight_dense"]) == ("rrf", 0.5):   # the fixed RRF picked: the same ranking
-            wide = per_query[per_query["query_set"] == set_name].pivot(index="qid", columns="retriever", values="ndcg@10")
+            rows = per_query[per_query["query_set"] == set_name]
+            wide = rows.pivot(index="qid", columns="retriever", values="ndcg@10")
             assert wide["hybrid_learned"].equals(wide["hybrid_base"])
     md = (home / "reports" / "evaluation.md").read_text()
     assert "## Document expansion and learned fusion" in md and "| bm25_expanded | bm25 |" in md
