@@ -54,6 +54,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
         "query_adapter": {"enabled": False if getattr(args, "no_adapter", False) else None,
                           "kind": getattr(args, "adapter_kind", None)},
         "judge_agreement": {"max_queries": getattr(args, "judge_queries", None)},
+        "expanded_index": {"enabled": False if getattr(args, "no_expansion", False) else None,
+                           "drop_lowest_fraction": getattr(args, "expansion_drop_lowest", None)},
         "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
                               "offtheshelf_first_stages": _names(args.offtheshelf_first_stages),
                               "rerank_first_stages": _names(args.rerank_first_stages),
@@ -287,6 +289,11 @@ def parser() -> argparse.ArgumentParser:
                      help="skip the query adapter (seconds on a CPU) and its dense_adapter/hybrid_adapter rows")
     run.add_argument("--adapter-kind", choices=["linear", "mlp"],
                      help="the query adapter: linear (default, a d x d map) or mlp (plus a residual MLP)")
+    run.add_argument("--no-expansion", action="store_true",
+                     help="skip the doc2query-expanded table and its bm25_expanded/hybrid_expanded rows")
+    run.add_argument("--expansion-drop-lowest", type=float,
+                     help="doc2query--: also drop this share of the expansion queries, the lowest by the base model's "
+                          "query/chunk cosine (default 0; e.g. 0.3)")
     run.add_argument("--reranker-steps", type=int,
                      help="cross-encoder training steps (default: one epoch, at least 300)")
     run.add_argument("--rerank-depth", type=int, help="first-stage hits each reranker reorders (default 20)")

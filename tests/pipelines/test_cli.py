@@ -120,6 +120,14 @@ def test_adapter_knobs_turn_it_off_or_choose_its_kind():
     assert "query_adapter" not in build_run_config(parser().parse_args(["run"]))["ops"]   # on, linear: its defaults
 
 
+def test_expansion_knobs_turn_it_off_or_set_the_share_dropped():
+    ops = build_run_config(parser().parse_args(["run", "--no-expansion"]))["ops"]
+    assert ops["expanded_index"]["config"] == {"enabled": False}
+    ops = build_run_config(parser().parse_args(["run", "--expansion-drop-lowest", "0.3"]))["ops"]
+    assert ops["expanded_index"]["config"] == {"drop_lowest_fraction": 0.3}
+    assert "expanded_index" not in build_run_config(parser().parse_args(["run"]))["ops"]   # on, no share: its defaults
+
+
 def test_learning_curve_knobs_reach_its_config_with_the_shipped_recipe():
     import pytest
 

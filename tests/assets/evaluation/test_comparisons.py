@@ -12,6 +12,7 @@ from assets.evaluation.comparisons import (add_comparisons, baseline_of, compare
     ("dense_finetuned", "dense_base"), ("hybrid_finetuned", "hybrid_base"),
     ("dense_distilled", "dense_base"), ("hybrid_distilled", "hybrid_base"),
     ("dense_adapter", "dense_base"), ("hybrid_adapter", "hybrid_base"),
+    ("bm25_expanded", "bm25"), ("hybrid_expanded", "hybrid_base"), ("hybrid_learned", "hybrid_base"),
     ("hybrid_finetuned+rerank_offtheshelf", "hybrid_finetuned"), ("bm25+rerank_finetuned", "bm25"),
     ("something_new", None),
 ])
