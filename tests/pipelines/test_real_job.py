@@ -28,7 +28,8 @@ def test_flywheel_run_with_the_real_bundled_models(tmp_path, monkeypatch, capsys
     synthetic = report["query_sets"]["synthetic/test"]
     assert synthetic["kind"] == "synthetic" and synthetic["n_queries"] > 0
     first = {"bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"}
-    assert set(synthetic["retrievers"]) == first | {f"{s}+rerank_finetuned" for s in first} | {
+    levers = {"dense_adapter", "hybrid_adapter", "bm25_expanded", "hybrid_expanded", "hybrid_learned"}
+    assert set(synthetic["retrievers"]) == first | levers | {f"{s}+rerank_finetuned" for s in first} | {
         "hybrid_finetuned+rerank_offtheshelf"}
     assert "p_value" in synthetic["retrievers"]["dense_finetuned"]
     # the learning curve's data and plot come out of `flywheel run`, and are in the training run in MLflow
