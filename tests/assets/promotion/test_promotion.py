@@ -222,3 +222,50 @@ def test_a_kept_model_registered_under_another_name_is_retrained_not_reused(worl
     moved = trained_in_corpus(world, "corpus-c", mlflow=renamed, min_change=0.05)
     assert moved["retrained"] is True and "registered model name changed" in moved["retrain_reason"]
     assert moved["registered_model"] == "flywheel-corpus-c-renamed-biencoder" and str(moved["model_version"]) == "1"
+
+
+def test_a_champion_trained_elsewhere_is_downloaded_from_the_registry_once(tmp_path, tiny_model_path, monkeypatch):
+    """The recorded path of a version is another machine's: the champion's weights come from its registered
+    artifacts, into the workspace, once; they encode exactly as the model that was registered."""
+    import mlflow as mlflow_api
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from assets.promotion import PATH_TAG, champion_model_path
+
+    r = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    workspace = WorkspaceResource(home=str(tmp_path / "here"))
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    name = r.model_name("docs", "biencoder")
+    with r.start_run("docs", "elsewhere"):
+        mlflow_api.sentence_transformers.log_model(model, name="model", registered_model_name=name)
+    r.tag_version(name, "1", {PATH_TAG: "/another/machine/models/biencoder/run/model"})
+    version = r.client().get_model_version(name, "1")
+    path = champion_model_path(version, r, workspace)
+    assert path.startswith(str(workspace.models_dir / "champion"))
+    text = ["pressure distribution on a swept wing"]
+    np.testing.assert_allclose(SentenceTransformer(path, device="cpu").encode(text), model.encode(text), atol=1e-6)
+
+    def no_second_download(*args, **kwargs):
+        raise AssertionError("downloaded twice")
+
+    monkeypatch.setattr(MLflowResource, "download_version", no_second_download)
+    assert champion_model_path(version, r, workspace) == path                 # the copy in the workspace is reused
+    r.tag_version(name, "1", {PATH_TAG: path})
+    assert champion_model_path(r.client().get_model_version(name, "1"), r, workspace) == path   # recorded and here
+
+
+def test_a_registered_version_without_a_sentence_transformer_is_a_clear_error(tmp_path):
+    import mlflow as mlflow_api
+
+    from assets.promotion import champion_model_path
+
+    r = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    name = r.model_name("docs", "biencoder")
+    with r.start_run("docs", "not-a-model") as run:
+        (tmp_path / "notes.txt").write_text("no weights here")
+        mlflow_api.log_artifact(str(tmp_path / "notes.txt"), artifact_path="model")
+    r.client().create_registered_model(name)
+    r.client().create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    with pytest.raises(FileNotFoundError, match="has no sentence-transformers model"):
+        champion_model_path(r.client().get_model_version(name, "1"), r, WorkspaceResource(home=str(tmp_path / "h")))
