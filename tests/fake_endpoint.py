@@ -79,6 +79,14 @@ class FaultyChatEndpoint:
             def log_message(self, *args):
                 pass
 
+            def leave(self):
+                """The request stops counting as in flight as its answer starts (before the client can read it
+                and send the next one), once."""
+                if getattr(self, "_counted", False):
+                    self._counted = False
+                    with endpoint.lock:
+                        endpoint.in_flight -= 1
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with endpoint.lock:
@@ -86,13 +94,13 @@ class FaultyChatEndpoint:
                     endpoint.headers.append({k.lower(): v for k, v in self.headers.items()})
                     endpoint.in_flight += 1
                     endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
+                self._counted = True
                 try:
                     endpoint._handle(self, body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (its timeout)
                 finally:
-                    with endpoint.lock:
-                        endpoint.in_flight -= 1
+                    self.leave()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -137,6 +145,7 @@ class FaultyChatEndpoint:
             if fault == "hang":
                 time.sleep(self.hang_s)
             handler.close_connection = True
+            handler.leave()
             try:
                 handler.connection.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -144,6 +153,7 @@ class FaultyChatEndpoint:
             return
         if fault == "html":
             data = HTML_PAGE.encode()
+            handler.leave()
             handler.send_response(200)
             handler.send_header("Content-Type", "text/html")
             handler.send_header("Content-Length", str(len(data)))
@@ -159,10 +169,10 @@ class FaultyChatEndpoint:
             return _send(handler, 200, _completion(body, "Grade: 2"))
         else:
             answer = self._answer(kind, prompt)
-        _send(handler, 200, _completion(body, answer))
-        if fault in ("ok", "slow"):
+        if fault in ("ok", "slow"):   # counted before it is sent: a client that has it sees it counted
             with self.lock:
                 self.accepted[prompt] += 1
+        _send(handler, 200, _completion(body, answer))
 
     def _answer(self, kind: str, prompt: str) -> dict:
         if kind == "query":
@@ -201,6 +211,7 @@ def _completion(body: dict, answer: dict | str) -> dict:
 
 def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
     data = json.dumps(payload).encode()
+    handler.leave()
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
     for key, value in (headers or {}).items():
