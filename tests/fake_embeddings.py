@@ -55,6 +55,7 @@ class FakeEmbeddingsEndpoint:
         self.requests = 0
         self.batches: list[list[str]] = []          # the inputs of every request, in arrival order
         self.bodies: list[dict] = []
+        self.auth: list[str] = []                   # every request's Authorization header
         self.answered: Counter = Counter()          # text -> good answers that included it
         self.served: Counter = Counter()            # fault (or "ok") -> times served
         self.in_flight = self.max_in_flight = 0
@@ -102,6 +103,7 @@ class FakeEmbeddingsEndpoint:
             self.requests += 1
             self.batches.append(list(texts))
             self.bodies.append(body)
+            self.auth.append(handler.headers.get("Authorization", ""))
             fault = self.queued.popleft() if self.queued else next(
                 (m.group(1) for t in texts if (m := _TEXT_FAULT.search(t))), "ok")
             self.served[fault] += 1
