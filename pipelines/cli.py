@@ -102,6 +102,26 @@ def make_llm(args: argparse.Namespace, home: Path):
     return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "", **share)
 
 
+def make_embedder(args: argparse.Namespace, home: Path):
+    """The embedder of a CLI run: the sentence-transformers model, or (--embed-backend openai) a provider's
+    /v1/embeddings, its URL, model and key reaching the resource as dg.EnvVar, as the LLM's do."""
+    from pipelines.definitions import default_embedder
+    from resources.embedder import EmbedderResource
+
+    if getattr(args, "embed_backend", "local") != "openai":
+        return EmbedderResource(model=args.base_model or "")
+    base_url = args.embed_base_url or os.environ.get("FLYWHEEL_EMBED_BASE_URL", "")
+    model = args.embed_model or os.environ.get("FLYWHEEL_EMBED_MODEL", "")
+    if not base_url or not model:
+        raise SystemExit("--embed-backend openai needs --embed-base-url (e.g. https://api.openai.com/v1) and "
+                         "--embed-model (e.g. text-embedding-3-small); the key is read from FLYWHEEL_EMBED_API_KEY")
+    if args.base_model:
+        raise SystemExit("--base-model names a sentence-transformers model; with --embed-backend openai the "
+                         "provider's --embed-model is the base model: give one of the two")
+    os.environ.update(FLYWHEEL_EMBED_BASE_URL=base_url, FLYWHEEL_EMBED_MODEL=model)   # this process's run reads them
+    return default_embedder(home)
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -145,9 +165,8 @@ def run_flywheel(args: argparse.Namespace):
     import dagster as dg
 
     from pipelines.definitions import build_definitions
-    from resources.embedder import EmbedderResource
 
-    defs = build_definitions(home, llm=make_llm(args, home), embedder=EmbedderResource(model=args.base_model or ""))
+    defs = build_definitions(home, llm=make_llm(args, home), embedder=make_embedder(args, home))
     job = defs.resolve_job_def("flywheel_job")
     instance = dg.DagsterInstance.get()
     for run_id in release_abandoned_runs(instance):
@@ -314,6 +333,14 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--min-change-to-retrain", type=float,
                      help="retrain only when this share of chunks/training queries changed (default 0.05; 0 = always)")
     run.add_argument("--base-model", default="", help="hub id or local folder (default: bundled all-MiniLM-L6-v2)")
+    run.add_argument("--embed-backend", choices=["local", "openai"], default="local",
+                     help="local: the sentence-transformers --base-model; openai: a provider's /v1/embeddings (the "
+                          "fine-tunes are skipped, the query adapter trains over its frozen vectors)")
+    run.add_argument("--embed-base-url", default="",
+                     help="openai: the endpoint, e.g. https://api.openai.com/v1 (default: $FLYWHEEL_EMBED_BASE_URL); "
+                          "the key is read from FLYWHEEL_EMBED_API_KEY")
+    run.add_argument("--embed-model", default="",
+                     help="openai: the embeddings model, e.g. text-embedding-3-small (default: $FLYWHEEL_EMBED_MODEL)")
     run.add_argument("--llm-backend", choices=["local", "openai"], default="local")
     run.add_argument("--llm-model", default="",
                      help="local: GGUF file or HF folder; openai: the model name (default: $FLYWHEEL_LLM_MODEL)")

@@ -16,6 +16,7 @@ from pipelines.run_stats import run_stats_asset
 from pipelines.schedules import AutomationSettings, nightly_schedule, query_review_job, query_review_schedule
 from pipelines.sensors import corpus_sensor
 from resources.embedder import EmbedderResource
+from resources.embedder_openai import OpenAIEmbedderResource
 from resources.lance import LanceDBResource
 from resources.llm import LLMResource, LocalGGUFLLMResource, OpenAICompatibleLLMResource
 from resources.tracking import MLflowResource
@@ -62,6 +63,21 @@ def default_llm(home: Path, **settings) -> LLMResource:
     return LocalGGUFLLMResource(cache_path=cache, **settings)
 
 
+def default_embedder(home: Path, **settings) -> EmbedderResource:
+    """The sentence-transformers model (FLYWHEEL_BASE_MODEL, default the bundled MiniLM), unless
+    FLYWHEEL_EMBED_BASE_URL names an OpenAI-compatible /v1/embeddings endpoint: then the URL, the model
+    (FLYWHEEL_EMBED_MODEL) and the key (FLYWHEEL_EMBED_API_KEY, "EMPTY" when unset) are dg.EnvVar values, read
+    at run time and never shown in the UI, and every vector is cached in <home>/embedding_cache.sqlite."""
+    if os.environ.get("FLYWHEEL_EMBED_BASE_URL"):
+        if not os.environ.get("FLYWHEEL_EMBED_API_KEY"):   # an unset EnvVar would fail the run
+            os.environ["FLYWHEEL_EMBED_API_KEY"] = "EMPTY"
+        return OpenAIEmbedderResource(base_url=dg.EnvVar("FLYWHEEL_EMBED_BASE_URL"),
+                                      model=dg.EnvVar("FLYWHEEL_EMBED_MODEL"),
+                                      api_key=dg.EnvVar("FLYWHEEL_EMBED_API_KEY"),
+                                      cache_path=str(home / "embedding_cache.sqlite"), **settings)
+    return EmbedderResource(model=os.environ.get("FLYWHEEL_BASE_MODEL", ""), **settings)   # as --base-model
+
+
 def default_resources(home: Path, llm: LLMResource | None = None, embedder: EmbedderResource | None = None,
                       **overrides) -> dict:
     """Everything under `home`, unless FLYWHEEL_LANCEDB_URI (e.g. s3://bucket/flywheel; credentials and endpoint from
@@ -72,7 +88,7 @@ def default_resources(home: Path, llm: LLMResource | None = None, embedder: Embe
         "io_manager": dg.FilesystemIOManager(base_dir=str(home / "storage")),   # outputs persist in the home
         "workspace": WorkspaceResource(home=str(home)),
         "llm": llm or default_llm(home),
-        "embedder": embedder or EmbedderResource(model=os.environ.get("FLYWHEEL_BASE_MODEL", "")),   # as --base-model
+        "embedder": embedder or default_embedder(home),
         "lancedb": LanceDBResource(uri=os.environ.get("FLYWHEEL_LANCEDB_URI") or str(home / "lancedb")),
         "mlflow": MLflowResource(tracking_uri=os.environ.get("FLYWHEEL_MLFLOW_TRACKING_URI")
                                  or f"sqlite:///{home / 'mlflow.db'}",

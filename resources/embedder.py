@@ -1,4 +1,10 @@
-"""The bi-encoder: loading (bundled MiniLM by default, any hub id or local path) and batched encoding."""
+"""The bi-encoder: loading (bundled MiniLM by default, any hub id or local path) and batched encoding.
+
+`EmbedderResource` is the sentence-transformers bi-encoder, whose weights flywheel fine-tunes. A provider's
+embeddings (any OpenAI-compatible /v1/embeddings) are `OpenAIEmbedderResource` (resources/embedder_openai.py),
+a subclass so that every asset's `embedder: EmbedderResource` takes either; its weights cannot be trained here,
+which `frozen_reason()` says, and the training assets read it to skip with that reason.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +33,23 @@ class EmbedderResource(dg.ConfigurableResource):
     _cache: dict = PrivateAttr(default_factory=dict)
 
     def base_model_path(self) -> str:
+        """The base model: a local folder or hub id (the key its vectors are stored under in LanceDB)."""
         return self.model or bundled_minilm_path()
+
+    def frozen_reason(self) -> str:
+        """"" when the base model's weights can be fine-tuned here; else why not (a provider's model)."""
+        return ""
+
+    def tokenizer_path(self) -> str:
+        """The folder whose tokenizer counts a chunk's tokens: the base model's own."""
+        return self.base_model_path()
+
+    def tokenizer_note(self) -> str:
+        return "the embedder's own tokenizer"
+
+    def usage(self) -> dict[str, int]:
+        """Counters of paid work (a provider's requests and cache hits); none for a local model."""
+        return {}
 
     def resolved_device(self) -> str:
         return choose_device(self.device)

@@ -79,6 +79,22 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def transient_retrying(max_retries: int, retry_backoff_s: float, max_backoff_s: float):
+    """A tenacity.Retrying that retries `is_transient` errors up to `max_retries` times after the first try,
+    waiting retry_backoff_s, doubling per retry up to max_backoff_s, or what a 429/503's Retry-After asks
+    (capped at max_backoff_s) when that is longer. The chat and the embeddings clients share it."""
+    import tenacity
+
+    exponential = tenacity.wait_exponential(multiplier=retry_backoff_s, max=max_backoff_s)
+
+    def wait(state: Any) -> float:
+        asked = retry_after_seconds(getattr(getattr(state.outcome.exception(), "response", None), "headers", None))
+        return exponential(state) if asked is None else min(max_backoff_s, max(asked, exponential(state)))
+
+    return tenacity.Retrying(stop=tenacity.stop_after_attempt(max_retries + 1), wait=wait,
+                             retry=tenacity.retry_if_exception(is_transient), reraise=True)
+
+
 MODES = ("json", "json_schema", "tools", "md_json")  # response_format json_object; response_format json_schema;
 #   a forced tool call; a ```json block asked for in the prompt (for servers that honour neither)
 
@@ -157,7 +173,6 @@ class OpenAICompatibleLLMResource(LLMResource):
 
     def _complete(self, response_model: type[BaseModel], messages: list[dict], temperature: float) -> str:
         """The raw text of one structured completion, retried with backoff on transient errors."""
-        import tenacity
         from instructor.core.exceptions import InstructorRetryException
 
         client = self.get_client()
@@ -179,19 +194,7 @@ class OpenAICompatibleLLMResource(LLMResource):
                     raise _transport_error(exc.__cause__) from None  # so the retry policy can see it
                 raise
 
-        exponential = tenacity.wait_exponential(multiplier=self.retry_backoff_s, max=self.max_backoff_s)
-
-        def wait(state: Any) -> float:
-            asked = retry_after_seconds(getattr(getattr(state.outcome.exception(), "response", None), "headers", None))
-            return exponential(state) if asked is None else min(self.max_backoff_s, max(asked, exponential(state)))
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.max_retries + 1),
-            wait=wait,
-            retry=tenacity.retry_if_exception(is_transient),
-            reraise=True,
-        )
-        return retrying(once)
+        return transient_retrying(self.max_retries, self.retry_backoff_s, self.max_backoff_s)(once)
 
     def _run_parallel(self, calls: list[_Call], work: Callable[[_Call], str], emit: Callable, fail: Callable) -> None:
         from concurrent.futures import ThreadPoolExecutor, as_completed

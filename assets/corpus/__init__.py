@@ -2,7 +2,8 @@
 
 A BEIR folder also brings human-written queries with relevance judgments (qrels). Those are kept aside as
 `human_queries`: only the evaluation reads them; neither the query generator nor the trainer ever sees them.
-Chunks are token windows (the embedder's own tokenizer) with overlap, identified by a hash of their text,
+Chunks are token windows (the embedder's own tokenizer; a provider's is not local, so then the bundled MiniLM's
+word pieces count the tokens) with overlap, identified by a hash of their text,
 so an unchanged chunk keeps its id (and its cached LLM calls) across runs.
 """
 
@@ -132,7 +133,8 @@ def corpus_report_lines(summary: dict) -> list[str]:
 def chunks(context: dg.AssetExecutionContext, documents: pd.DataFrame, config: ChunkingConfig,
            embedder: EmbedderResource, workspace: WorkspaceResource) -> dg.Output[pd.DataFrame]:
     """Token-window chunks of every document, with content-hash ids and duplicates removed."""
-    tokenizer = load_tokenizer(embedder.base_model_path())
+    tokenizer = load_tokenizer(embedder.tokenizer_path())   # a provider's is not local: the bundled MiniLM's
+    context.log.info(f"chunks: tokens counted with {embedder.tokenizer_note()}")
     out, stats = chunk_documents(documents, tokenizer=tokenizer, max_tokens=config.max_tokens, overlap=config.overlap)
     out.attrs["corpus_name"] = documents.attrs.get("corpus_name", "corpus")
     out.attrs["corpus_hash"] = stable_hash(sorted(out["chunk_id"]))
@@ -147,6 +149,7 @@ def chunks(context: dg.AssetExecutionContext, documents: pd.DataFrame, config: C
             "n_chunks": len(out),
             **changes,
             "corpus_hash": out.attrs["corpus_hash"],
+            "tokenizer": embedder.tokenizer_note(),
             **{k: (float(v) if isinstance(v, float) else int(v)) for k, v in stats.items()},
             "preview": preview(out[["chunk_id", "doc_id", "n_tokens", "text"]]),
         },

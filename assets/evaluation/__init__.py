@@ -106,6 +106,11 @@ def make_encoder(embedder: EmbedderResource, query_adapter: dict):
     return encode
 
 
+def not_trained(*outputs: dict) -> list[str]:
+    """The reasons training assets gave for training nothing (a provider's embeddings cannot be fine-tuned)."""
+    return [o["skipped"] for o in outputs if o.get("enabled") is False and o.get("skipped")]
+
+
 def retrieve_all(index, retriever: str, texts: list[str], vectors, k: int) -> list[list[tuple[str, float]]]:
     return [index.search(retriever, t, v, k) for t, v in zip(texts, vectors)]
 
@@ -231,6 +236,8 @@ def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
              "## Document expansion and learned fusion",
              "\n\n".join(filter(None, [expansion_markdown(report.get("expansion")),
                                        fusion_markdown(report.get("fusion"))])) or "Both off.",
+             *(["## Not trained", "\n".join(f"- {md_text(why)}" for why in report["not_trained"])]
+               if report.get("not_trained") else []),
              "## The fine-tuned reranker: worth its latency?",
              reranker_verdict_markdown(report.get("reranker_verdict", {})),
              f"## The judge against human labels\n\n{agreement_markdown(report['judge_agreement'])}",
@@ -261,11 +268,10 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
     """Retrieval quality of every retriever, before and after fine-tuning and reranking, on synthetic and human
     queries, each against its baseline with a confidence interval, with each reranker's latency."""
     base = lancedb.open(baseline_index["table"])
-    tuned = lancedb.open(finetuned_index["table"])
-    ft_path = finetuned_biencoder["model_path"]
-    systems = {"bm25": (base, "bm25", None), "dense_base": (base, "dense", None),
-               "hybrid_base": (base, "hybrid", None), "dense_finetuned": (tuned, "dense", ft_path),
-               "hybrid_finetuned": (tuned, "hybrid", ft_path)}
+    systems = {"bm25": (base, "bm25", None), "dense_base": (base, "dense", None), "hybrid_base": (base, "hybrid", None)}
+    if finetuned_index.get("enabled", True):   # not over a provider's embeddings: nothing was fine-tuned
+        tuned, ft_path = lancedb.open(finetuned_index["table"]), finetuned_biencoder["model_path"]
+        systems.update({"dense_finetuned": (tuned, "dense", ft_path), "hybrid_finetuned": (tuned, "hybrid", ft_path)})
     if distilled_index.get("enabled"):
         distilled = lancedb.open(distilled_index["table"])
         systems.update({"dense_distilled": (distilled, "dense", distilled_biencoder["model_path"]),
@@ -288,6 +294,7 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
     report["judge_agreement"] = judge_agreement
     report["expansion"], report["fusion"] = expanded_index, fusion_weights
     report["input"] = corpus_report
+    report["not_trained"] = not_trained(finetuned_biencoder, finetuned_crossencoder, distilled_biencoder)
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
     per_query = []
     for set_name, query_set in sets.items():
@@ -338,6 +345,8 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                                        "seen_vs_unseen": dg.MetadataValue.md(feedback_markdown(report)),
                                        "report_path": str(reports / "evaluation.json"),
                                        "n_query_sets": len(sets), **flat, **plots,
+                                       "not_trained": dg.MetadataValue.md(
+                                           "\n".join(f"- {md_text(w)}" for w in report["not_trained"]) or "none"),
                                        "rerank_failures": dg.MetadataValue.json(   # pairs a reranker could not score
                                            {f"{s}/{r}": ms["rerank_failures"] for s, qs in report["query_sets"].items()
                                             for r, ms in qs["retrievers"].items() if ms.get("rerank_failures")}),

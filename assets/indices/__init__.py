@@ -40,11 +40,12 @@ def build_index(context, chunks: pd.DataFrame, embedder: EmbedderResource, lance
     """Sync `table` to `chunks` with `model_path`'s vectors (None: the base model), embedding only chunks that
     neither `table` nor the `reuse_from` tables hold with the same model."""
     model = model_path or embedder.base_model_path()
-    t0 = time.perf_counter()
+    t0, paid = time.perf_counter(), embedder.usage()
     own = lancedb.stored_vectors(table, model)
     stored = {c: v for source in reuse_from for c, v in lancedb.stored_vectors(source, model).items()} | own
     vectors, n_new = embed_incrementally(chunks, stored, lambda texts: embedder.encode(texts, model_path))
     embed_s = time.perf_counter() - t0
+    paid = {k: v - paid.get(k, 0) for k, v in embedder.usage().items()}   # a provider's requests and cache hits
     index, write = lancedb.sync_chunk_table(table, chunks, vectors, model=model)
     sample = chunks["text"].iloc[0] if len(chunks) else ""
     probe = index.bm25(sample, 1) if sample else []
@@ -62,6 +63,7 @@ def build_index(context, chunks: pd.DataFrame, embedder: EmbedderResource, lance
         "embed_seconds": round(embed_s, 2),
         "fts_self_probe_ok": bool(probe) and probe[0][0] == chunks["chunk_id"].iloc[0],
         "device": embedder.resolved_device(),
+        **paid,
     })
 
 
@@ -75,7 +77,10 @@ def baseline_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, embe
 @dg.asset(group_name="indices", compute_kind="lancedb", pool="gpu", op_tags=compute_tags("gpu"))
 def finetuned_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, finetuned_biencoder: dict,
                     embedder: EmbedderResource, lancedb: LanceDBResource) -> dg.Output[dict]:
-    """LanceDB table of every chunk with fine-tuned-model vectors and a BM25 index."""
+    """LanceDB table of every chunk with fine-tuned-model vectors and a BM25 index (none when no model was trained)."""
+    if finetuned_biencoder.get("enabled") is False:   # a provider's embeddings: nothing was fine-tuned
+        return dg.Output({"enabled": False, "skipped": finetuned_biencoder["skipped"]},
+                         metadata={"skipped": finetuned_biencoder["skipped"]})
     return build_index(context, chunks, embedder, lancedb, FINETUNED_TABLE, finetuned_biencoder["model_path"])
 
 
@@ -84,7 +89,8 @@ def distilled_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, dis
                     embedder: EmbedderResource, lancedb: LanceDBResource) -> dg.Output[dict]:
     """LanceDB table of every chunk with the distilled model's vectors (empty when distillation is off)."""
     if not distilled_biencoder.get("enabled"):
-        return dg.Output({"enabled": False}, metadata={"skipped": "distillation is off"})
+        why = distilled_biencoder.get("skipped", "distillation is off")
+        return dg.Output({"enabled": False, "skipped": why}, metadata={"skipped": why})
     out = build_index(context, chunks, embedder, lancedb, DISTILLED_TABLE, distilled_biencoder["model_path"])
     return dg.Output({**out.value, "enabled": True}, metadata=out.metadata)
 

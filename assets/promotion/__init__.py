@@ -119,8 +119,11 @@ def promotion_gate(context: dg.AssetExecutionContext, chunks: pd.DataFrame, quer
     base = embedder.base_model_path()
     champion = mlflow.alias_version(name, config.alias) if name else None
     value = {"registered_model": name, "alias": config.alias, "candidate_version": candidate and str(candidate),
-             "candidate_model_path": finetuned_biencoder["model_path"], "gate": None, "guard": None}
-    if not name or not candidate:
+             "candidate_model_path": finetuned_biencoder.get("model_path"), "gate": None, "guard": None}
+    if finetuned_biencoder.get("enabled") is False:   # a provider's embeddings: no candidate, the base model serves
+        value.update(decision="no_candidate", promote=False,
+                     reason=f"not decided: {finetuned_biencoder['skipped']}; the base model serves")
+    elif not name or not candidate:
         value.update(decision="not_registered", promote=False,
                      reason="not decided: the candidate is not a registered version (register_model is off)")
     elif champion is not None and str(champion.version) == str(candidate):

@@ -15,7 +15,8 @@ import pandas as pd
 
 from assets.training.biencoder import TrainSettings, train_biencoder
 from assets.training.version import code_version  # noqa: F401  (re-exported)
-from assets.training.scaffold import end_killed_training_runs, mlflow_metric_logger, run_tags
+from assets.training.scaffold import (end_killed_training_runs, mlflow_metric_logger, run_tags, skipped_metadata,
+                                     untrainable)
 from assets.training.blend import blend_counts, blend_rows
 from assets.training.retrain import retrain_or_reuse
 from resources.compute import compute_tags
@@ -111,7 +112,10 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
                         embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
                         config: TrainConfig) -> dg.Output[dict]:
     """The bi-encoder fine-tuned on the triplets, saved locally and registered in MLflow; skipped (the last
-    model kept) when too little changed since it was trained."""
+    model kept) when too little changed since it was trained, and not trained over a provider's embeddings."""
+    if (skipped := untrainable(embedder, "the bi-encoder")) is not None:
+        context.log.info(skipped["skipped"])
+        return dg.Output(skipped, metadata=skipped_metadata(skipped))
     train_queries = training_triplets.loc[training_triplets["split"] == "train", "query_id"].astype(str)
     registered = mlflow.model_name(chunks.attrs.get("corpus_name", "corpus"), BIENCODER_KIND)
     return retrain_or_reuse(

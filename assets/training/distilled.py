@@ -14,6 +14,7 @@ import pandas as pd
 from assets.training import TrainConfig, train_and_register
 from assets.training.biencoder import teacher_margins
 from assets.training.crossencoder import load_reranker
+from assets.training.scaffold import skipped_metadata, untrainable
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
@@ -34,6 +35,9 @@ def distilled_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
     if not config.enabled:
         return dg.Output({"enabled": False}, metadata={
             "skipped": "distillation is off: flywheel run --distill, or enabled: true in this asset's config"})
+    if (skipped := untrainable(embedder, "the distilled bi-encoder")) is not None:
+        context.log.info(skipped["skipped"])
+        return dg.Output(skipped, metadata=skipped_metadata(skipped))
     teacher = load_reranker(finetuned_crossencoder["model_path"], embedder.resolved_device(),
                             finetuned_crossencoder.get("max_length", 256))
     triplets = training_triplets.copy()

@@ -36,6 +36,7 @@ from assets.evaluation.scoring import build_query_sets
 from assets.training import TrainConfig
 from assets.training.biencoder import TrainSettings, train_biencoder
 from assets.training.blend import blend_rows
+from assets.training.scaffold import untrainable
 from assets.training.curve import (logged_queries_in, logged_subset, mlflow_series, nested_subset, plot_curve,
                                    points_frame, score_model, summarize, summary_markdown, usable_sizes)
 from resources.compute import compute_tags
@@ -113,6 +114,9 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
     if not config.enabled:
         return dg.Output(points_frame([]), metadata={
             "skipped": "the learning curve is off: drop --no-learning-curve, or enabled: true in this asset's config"})
+    if (skipped := untrainable(embedder, "the learning curve")) is not None:   # it fine-tunes the base model
+        context.log.info(skipped["skipped"])
+        return dg.Output(points_frame([]), metadata={"skipped": skipped["skipped"], "models_trained": 0})
     reports = workspace.reports_dir
     png, data, meta = (reports / f"learning_curve.{ext}" for ext in ("png", "parquet", "json"))
     run_id = finetuned_biencoder.get("mlflow_run_id")

@@ -16,7 +16,8 @@ from assets.splits import split_of
 from assets.training.crossencoder import (RerankerSettings, is_biencoder_folder, load_reranker, reranker_pairs,
                                          train_crossencoder)
 from assets.training.blend import blend_rows
-from assets.training.scaffold import end_killed_training_runs, mlflow_metric_logger, run_tags
+from assets.training.scaffold import (end_killed_training_runs, mlflow_metric_logger, run_tags, skipped_metadata,
+                                     untrainable)
 from assets.training.retrain import retrain_or_reuse
 from resources.device import plan_for
 from resources.compute import compute_tags
@@ -64,7 +65,12 @@ def finetuned_crossencoder(context: dg.AssetExecutionContext, query_splits: pd.D
                            embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
                            config: RerankerConfig) -> dg.Output[dict]:
     """A cross-encoder reranker fine-tuned on LLM-graded pairs and mined hard negatives, registered in MLflow;
-    skipped (the last one kept) when too little changed since it was trained."""
+    skipped (the last one kept) when too little changed since it was trained. Over a provider's embeddings
+    there is no base model's body to start from: not trained, unless `base_model` names one."""
+    hint = "set base_model in this asset's config (a hub cross-encoder or a local folder) to train one anyway"
+    if not config.base_model and (skipped := untrainable(embedder, "the cross-encoder reranker", hint)) is not None:
+        context.log.info(skipped["skipped"])
+        return dg.Output(skipped, metadata=skipped_metadata(skipped))
     base = config.base_model or embedder.base_model_path()
     splits = split_of(document_splits)
     pairs = reranker_pairs(query_splits, relevance_labels, training_triplets, chunks,

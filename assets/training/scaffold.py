@@ -158,3 +158,21 @@ def end_killed_training_runs(context, mlflow, workspace) -> list[str]:
         context.log.warning(f"ended {len(ended)} MLflow run(s) left RUNNING by a killed Dagster run, as KILLED, "
                             f"and removed their checkpoints: {', '.join(ended)}")
     return ended
+
+
+def untrainable(embedder, what: str, hint: str = "") -> dict | None:
+    """The output of a training asset that cannot train `what` with this embedder (a provider's model, whose
+    weights are not here), or None when it can: no model, and the reason, which downstream assets pass on."""
+    why = embedder.frozen_reason()
+    if not why:
+        return None
+    reason = f"{what} not trained: {why}" + (f"; {hint}" if hint else "")
+    return {"enabled": False, "skipped": reason, "model_path": None, "mlflow_run_id": None, "mlflow_run_url": None,
+            "registered_model": None, "model_version": None, "base_model": embedder.base_model_path(),
+            "retrained": False, "retrain_reason": reason}
+
+
+def skipped_metadata(value: dict) -> dict:
+    """Metadata of an `untrainable` output: the reason (run_stats reads retrained / retrain_reason)."""
+    return {"skipped": value["skipped"], "retrained": False, "retrain_reason": value["skipped"],
+            "base_model": value["base_model"]}

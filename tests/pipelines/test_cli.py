@@ -32,6 +32,32 @@ def test_openai_backend_needs_url_and_model_and_passes_url_and_key_as_env_vars(t
     assert __import__("os").environ["FLYWHEEL_LLM_BASE_URL"] == "http://127.0.0.1:9/v1"
 
 
+def test_embed_backend_openai_needs_url_and_model_passes_them_as_env_vars_and_excludes_base_model(tmp_path,
+                                                                                                  monkeypatch):
+    import dagster as dg
+    import pytest
+
+    from pipelines.cli import make_embedder
+    from resources.embedder import EmbedderResource
+    from resources.embedder_openai import OpenAIEmbedderResource
+
+    for var in ("FLYWHEEL_EMBED_BASE_URL", "FLYWHEEL_EMBED_MODEL", "FLYWHEEL_EMBED_API_KEY"):
+        monkeypatch.setenv(var, "")   # make_embedder sets them for its run; setenv (not delenv) restores them after
+    local = make_embedder(parser().parse_args(["run", "--base-model", "org/name"]), tmp_path)
+    assert type(local) is EmbedderResource and local.model == "org/name"
+    with pytest.raises(SystemExit, match="--embed-base-url"):
+        make_embedder(parser().parse_args(["run", "--embed-backend", "openai", "--embed-model", "m"]), tmp_path)
+    provider = ["run", "--embed-backend", "openai", "--embed-base-url", "http://127.0.0.1:9/v1", "--embed-model", "m"]
+    with pytest.raises(SystemExit, match="give one of the two"):
+        make_embedder(parser().parse_args([*provider, "--base-model", "org/name"]), tmp_path)
+    embedder = make_embedder(parser().parse_args(provider), tmp_path)
+    assert isinstance(embedder, OpenAIEmbedderResource)
+    assert all(isinstance(v, dg.EnvVar) for v in (embedder.base_url, embedder.model, embedder.api_key))
+    assert embedder.cache_path == str(tmp_path / "embedding_cache.sqlite")
+    assert __import__("os").environ["FLYWHEEL_EMBED_BASE_URL"] == "http://127.0.0.1:9/v1"
+    assert __import__("os").environ["FLYWHEEL_EMBED_API_KEY"] == "EMPTY"   # a keyless local server
+
+
 def test_the_instructor_mode_comes_from_llm_mode_or_the_environment(tmp_path, monkeypatch):
     import pytest
 

@@ -294,6 +294,21 @@ def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_o
     assert isinstance(llm.api_key, dg.EnvVar) and "secret" not in repr(llm.api_key)
 
 
+def test_an_embeddings_endpoint_in_the_environment_switches_the_embedder_and_keeps_the_key_out_of_config(
+        tmp_path, monkeypatch):
+    from resources.embedder_openai import OpenAIEmbedderResource
+
+    monkeypatch.delenv("FLYWHEEL_EMBED_BASE_URL", raising=False)
+    assert type(build_definitions(tmp_path).resources["embedder"]) is EmbedderResource   # unset: the local model
+    monkeypatch.setenv("FLYWHEEL_EMBED_BASE_URL", "http://127.0.0.1:8001/v1")
+    monkeypatch.setenv("FLYWHEEL_EMBED_MODEL", "text-embedding-3-small")
+    monkeypatch.setenv("FLYWHEEL_EMBED_API_KEY", "secret")
+    embedder = build_definitions(tmp_path).resources["embedder"]
+    assert isinstance(embedder, OpenAIEmbedderResource)
+    assert embedder.cache_path == str(tmp_path / "embedding_cache.sqlite")
+    assert isinstance(embedder.api_key, dg.EnvVar) and "secret" not in repr(embedder.api_key)
+
+
 def test_the_gate_decides_on_the_new_model_and_the_serving_index_uses_the_champion(tiny_run):
     home, result = tiny_run
     gate = result.output_for_node("promotion_gate")

@@ -79,3 +79,18 @@ def test_runs_left_running_by_a_killed_dagster_run_end_as_killed_and_leave_no_ch
     assert not (models / "crossencoder" / runs["killed"] / "checkpoints").exists()   # ... its scratch does not
     assert (models / "biencoder" / runs["still-going"] / "checkpoints").exists()
     assert end_killed_runs(client, status, models) == []                          # a second pass: nothing left
+
+
+def test_untrainable_says_why_for_a_providers_embedder_and_nothing_for_a_local_model(tmp_path):
+    from assets.training.scaffold import skipped_metadata, untrainable
+    from resources.embedder import EmbedderResource
+    from resources.embedder_openai import OpenAIEmbedderResource
+
+    assert untrainable(EmbedderResource(), "the bi-encoder") is None
+    provider = OpenAIEmbedderResource(base_url="http://127.0.0.1:9/v1", model="m", cache_path=str(tmp_path / "c"))
+    out = untrainable(provider, "the reranker", "set base_model")
+    assert out["enabled"] is False and out["model_path"] is None and out["base_model"] == "openai:m"
+    assert out["skipped"].startswith("the reranker not trained: the embedder is a provider's model (m")
+    assert out["skipped"].endswith("; set base_model") and out["retrained"] is False
+    assert skipped_metadata(out) == {"skipped": out["skipped"], "retrained": False, "retrain_reason": out["skipped"],
+                                     "base_model": "openai:m"}
