@@ -211,7 +211,7 @@ def _completion(body: dict, answer: dict | str) -> dict:
 
 def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
     data = json.dumps(payload).encode()
-    handler.leave()
+    getattr(handler, "leave", lambda: None)()   # the chat endpoint counts requests in flight; others do not
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
     for key, value in (headers or {}).items():
