@@ -179,13 +179,43 @@ def run_flywheel(args: argparse.Namespace):
     result = job.execute_in_process(run_config=build_run_config(args), instance=instance, raise_on_error=False,
                                     asset_selection=selection,
                                     tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
-    return result, stage_seconds(result)
+    return result, stage_seconds(result, instance)
 
 
-def stage_seconds(result) -> dict[str, float]:
-    """Seconds per successful step (assets and checks), as Dagster measured them."""
-    return {e.step_key: e.event_specific_data.duration_ms / 1000
-            for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+def stage_seconds(result, instance=None) -> dict[str, float]:
+    """Seconds per step (assets and checks): a successful one as Dagster measured it; with the instance, also each
+    failed step, as "<step> (failed)", from its start to its failure in the event log."""
+    seconds = {e.step_key: e.event_specific_data.duration_ms / 1000
+               for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    if instance is not None and not result.success:
+        started = {}
+        for entry in instance.all_logs(result.run_id):
+            event = entry.dagster_event
+            if event is None or not event.step_key:
+                continue
+            if event.event_type_value == "STEP_START":
+                started[event.step_key] = entry.timestamp
+            elif event.event_type_value == "STEP_FAILURE" and event.step_key in started:
+                seconds[f"{event.step_key} (failed)"] = entry.timestamp - started[event.step_key]
+    return seconds
+
+
+def print_plan(args: argparse.Namespace, home: Path) -> None:
+    """What the run will do and its estimated time and LLM calls per stage (pipelines/estimate.py), on stderr
+    before anything runs. Advisory: an estimate that cannot be made says why and the run goes on."""
+    try:
+        from pipelines.estimate import format_estimate, plan_and_estimate
+
+        if args.corpus:
+            corpus = Path(args.corpus)
+        else:
+            from assets.corpus.sample import sample_corpus_path
+
+            corpus = sample_corpus_path(home)   # what the run reads; written now, a second earlier
+        est, survey = plan_and_estimate(args, home, corpus)
+        print(format_estimate(est, survey), file=sys.stderr, flush=True)
+    except Exception as error:   # never worth failing a run for
+        print(f"flywheel: no estimate of this run ({type(error).__name__}: {error})", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -194,6 +224,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from assets.corpus.readers import UnreadableCorpus
 
     try:
+        if args.corpus:
+            from assets.corpus.readers import check_documents
+
+            check_documents(args.corpus)   # refused before the plan is printed or the home created
+        print_plan(args, home)
         result, seconds = run_flywheel(args)
     except UnreadableCorpus as e:   # a wrong --corpus: one line, no traceback, nothing created
         print(f"flywheel: {e}", file=sys.stderr)

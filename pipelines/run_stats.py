@@ -12,7 +12,10 @@ same for `flywheel run`, a schedule tick or a sensor's run, on any instance stor
      "retrained": false, "retrain_reason": "skipped: only 1.0% of chunks ...",
      "llm_calls_by_asset": {...}, "chunks_embedded_by_asset": {...}, "seconds_by_asset": {...}}
 
-Every run also appends the same object as a line to `reports/run_stats_history.jsonl`.
+Every run also appends the same object as a line to `reports/run_stats_history.jsonl`, and writes the per-item
+cost of each stage it measured (seconds / items: chunks embedded, LLM calls paid, training steps) to
+`<home>/state/stage_costs.json`, which `flywheel run` reads to estimate the next run before it starts
+(pipelines/estimate.py).
 """
 import datetime as dt
 import json
@@ -21,6 +24,7 @@ from collections.abc import Iterable
 import dagster as dg
 
 from assets.common import markdown_table
+from pipelines.estimate import COSTS_FILE, load_costs_file, measured_costs
 from resources.workspace import WorkspaceResource
 
 INPUT_ASSETS = ("corpus_report", "logged_queries")   # where the corpus and feedback readers count their skips
@@ -74,6 +78,20 @@ def run_events(instance, run_id: str) -> tuple[dict[str, dict], dict[str, float]
     return materializations, seconds
 
 
+def write_stage_costs(home, materializations: dict[str, dict], step_seconds: dict[str, float], run_id: str) -> dict:
+    """Merge this run's measured per-item costs into `<home>/state/stage_costs.json` (stages it did not do keep
+    the last measurement); returns what was written."""
+    from pathlib import Path
+
+    path = Path(home).joinpath(*COSTS_FILE)
+    costs = measured_costs(materializations, step_seconds, load_costs_file(home), run_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(costs, indent=2) + "\n")
+    tmp.replace(path)   # a reader never sees half a file
+    return costs
+
+
 def run_stats_asset(upstream: Iterable[dg.AssetKey]) -> dg.AssetsDefinition:
     """The run_stats asset, depending on every key in `upstream` so that it runs last."""
 
@@ -86,6 +104,7 @@ def run_stats_asset(upstream: Iterable[dg.AssetKey]) -> dg.AssetsDefinition:
         (reports / "run_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
         with open(reports / "run_stats_history.jsonl", "a") as f:
             f.write(json.dumps(stats) + "\n")
+        costs = write_stage_costs(workspace.path(), materializations, seconds, context.run_id)
         scalars = {k: v for k, v in stats.items() if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
         import pandas as pd
 
@@ -96,6 +115,7 @@ def run_stats_asset(upstream: Iterable[dg.AssetKey]) -> dg.AssetsDefinition:
             "llm_calls_by_asset": dg.MetadataValue.json(stats["llm_calls_by_asset"]),
             "chunks_embedded_by_asset": dg.MetadataValue.json(stats["chunks_embedded_by_asset"]),
             "seconds_by_asset": dg.MetadataValue.md(markdown_table(steps, max_rows=50)),
+            "stage_costs": dg.MetadataValue.json(costs["stages"]),   # seconds an item: the next run's estimate
             "path": dg.MetadataValue.path(str(reports / "run_stats.json")),
         })
 

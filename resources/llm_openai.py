@@ -105,7 +105,9 @@ class OpenAICompatibleLLMResource(LLMResource):
     base_url: str = Field(description="e.g. http://localhost:8000/v1")
     model: str
     api_key: str = "EMPTY"  # pass dg.EnvVar("FLYWHEEL_LLM_API_KEY")
-    max_concurrency: int = 4
+    max_concurrency: int = 16  # calls in flight: a remote call waits ~0.2-2 s on generation, not on us, so 16 threads
+    #   keep 16x the calls of a sequential loop moving (bench/throughput.py: 200 ms a call) for little CPU; a 429's
+    #   Retry-After slows every thread down, so an endpoint with a lower limit throttles us rather than failing
     max_retries: int = 5  # retries after the first attempt, on timeouts, connection errors, 429 and 5xx
     timeout_s: float = 60.0
     retry_backoff_s: float = 1.0  # the first wait; it doubles per retry, up to max_backoff_s

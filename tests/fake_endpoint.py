@@ -12,6 +12,9 @@ re-asks keep it) gets the faults of `plan(prompt)` on its 1st, 2nd, ... request,
     "plain"    a 200 whose content is "Grade: 2" (not JSON, but readable)
     "echo401"  a 401 whose body echoes the request's Authorization header (as some gateways do)
 
+`latency_s` delays every answer (faults included) by that many seconds, as a remote model's generation time
+would; `arrivals` keeps each prompt's request times (time.monotonic), so a test can see how long a 429 was waited.
+
 The default plan reads the prompt: "faults=429+html" means a 429, then an HTML page, then a good answer;
 a trailing "*" repeats the last fault for ever ("faults=hang*"). `requests` counts requests per prompt and
 `accepted` the good answers each prompt was given, so a test can assert that none was paid for twice.
@@ -63,9 +66,11 @@ class FaultyChatEndpoint:
 
     def __init__(self, plan: Callable[[str], list[str]] = faults_in_prompt,
                  queries: Callable[[str, int], list[str]] = default_queries,
-                 grade: Callable[[str, str], int] = default_grade, hang_s: float = 1.0, retry_after: float = 1.0):
+                 grade: Callable[[str, str], int] = default_grade, hang_s: float = 1.0, retry_after: float = 1.0,
+                 latency_s: float = 0.0):
         self.plan, self.write_queries, self.grade = plan, queries, grade
-        self.hang_s, self.retry_after = hang_s, retry_after
+        self.hang_s, self.retry_after, self.latency_s = hang_s, retry_after, latency_s
+        self.arrivals: dict[str, list[float]] = {}  # prompt -> monotonic times of its requests
         self.bodies: list[dict] = []                # every request body, in arrival order
         self.headers: list[dict] = []
         self.requests: Counter = Counter()          # prompt -> requests received
@@ -102,7 +107,10 @@ class FaultyChatEndpoint:
                 finally:
                     self.leave()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 128  # the default backlog of 5 refuses connections from a wide client pool
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -129,6 +137,9 @@ class FaultyChatEndpoint:
         with self.lock:
             self.requests[prompt] += 1
             nth = self.requests[prompt]
+            self.arrivals.setdefault(prompt, []).append(time.monotonic())
+        if self.latency_s:
+            time.sleep(self.latency_s)
         schedule = self.plan(prompt)
         fault = schedule[nth - 1] if nth <= len(schedule) else "ok"
         with self.lock:

@@ -156,7 +156,7 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
 
     # 3. Train and score each (seed, size) with the shipped model's recipe
     plan = plan_for(embedder.resolved_device())
-    t0 = time.perf_counter()
+    t0, total_steps = time.perf_counter(), 0
     for seed in config.seeds:
         settings = TrainSettings(epochs=config.epochs, learning_rate=config.learning_rate,
                                  batch_size=config.batch_size * plan.batch_scale, interpolation=config.interpolation,
@@ -165,6 +165,7 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
             subset = logged_subset(train, size, seed) if unit == "logged_queries" else nested_subset(train, size, seed)
             with tempfile.TemporaryDirectory(prefix="learning_curve-") as tmp:   # the models are scored, not kept
                 path, steps = train_point(embedder, subset, chunks, settings, Path(tmp))
+                total_steps += steps
                 rows += scored(path, size=size, seed=seed, kind="subset", n_examples=len(subset))
                 embedder.unload(path)
             context.log.info(f"learning_curve: seed {seed}, {len(subset)} rows, {steps} steps "
@@ -185,7 +186,8 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
                           series=mlflow_series(summarize(points)))
     return dg.Output(points, metadata=_metadata(
         points, png, finetuned_biencoder, f"computed: {len(config.seeds) * len(sizes)} models trained",
-        models_trained=len(config.seeds) * len(sizes), seconds=round(seconds, 1), unit=unit,   # training + scoring
+        models_trained=len(config.seeds) * len(sizes), steps=total_steps, seconds=round(seconds, 1), unit=unit,
+        #   seconds: training + scoring; steps: every model's together (pipelines/estimate.py's cost a step)
         sizes=dg.MetadataValue.json(sizes), sizes_dropped=dg.MetadataValue.json(dropped)))
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from resources.llm_openai import OpenAICompatibleLLMResource
 from tests.fake_endpoint import FaultyChatEndpoint
 
 pytestmark = pytest.mark.slow
-IN_FLIGHT = 4   # OpenAICompatibleLLMResource.max_concurrency: answers that may be sent as the process dies
+IN_FLIGHT = OpenAICompatibleLLMResource.model_fields["max_concurrency"].default   # answers sent as the process dies
 
 
 def _running_training(home: Path) -> bool:

@@ -79,6 +79,8 @@ def test_every_seed_and_size_is_a_point_beside_the_base_and_the_shipped_model(co
     assert set(points.loc[points["query_set"] == "synthetic/validation", "n_queries"]) == {6}   # the cylinder topic
     md = _md(computed)
     assert md["models_trained"] == 4 and md["points"] == len(points)
+    one_set = subsets[subsets["query_set"] == "synthetic/validation"]
+    assert md["steps"] == sum(-(-n // 4) for n in one_set["n_examples"])   # one epoch at batch 4, every model
     assert md["learning_curve"].startswith("![learning curve")
     assert "0 (base model)" in md["ndcg@10"]
 

@@ -1,0 +1,344 @@
+"""Throughput, measured side by side: one table, each row a ratio of two things timed in the same run.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/throughput.py [--quick] [--corpus ../shared/datasets/cranfield]
+
+1. Endpoint calls. A local fake OpenAI-compatible server (tests/fake_endpoint.py) that takes `--latency` (200 ms)
+   to answer each request. The same judge calls through OpenAICompatibleLLMResource.judge with its default
+   `max_concurrency` against the same calls with max_concurrency=1 (a sequential loop through the same code:
+   retries, cache writes and parsing included), calls/s. Then the concurrent run again with 1 prompt in 5
+   answered first with a 429 and Retry-After 1 s: every call must still be answered, and the shortest wait
+   after a 429 must be >= its Retry-After (the server records when each prompt's requests arrive).
+2. Embedding. The same chunks of the corpus (`--chunks`: 2,000, or all cranfield has: 1,778; `--quick` 300)
+   through our index path (EmbedderResource.encode, as baseline_index calls it: one call over every new chunk,
+   batch 64, which sentence-transformers sorts by length across the whole call) against plain
+   SentenceTransformer.encode (fp32, batch 32), in tokens/s (word pieces after truncation to 256, [CLS] and
+   [SEP] included). Candidates, each measured rather than assumed: no length sorting (batches in corpus order),
+   one thread instead of all, bf16 autocast (only when the CPU has AVX512-BF16 or AMX: ATen's
+   `torch.backends.cpu.get_cpu_capability()` stops at "AVX512", so /proc/cpuinfo's flags decide), and ONNX
+   Runtime fp32 / int8 (dynamic quantization of the weights) when onnxruntime and onnx are importable (the model
+   is exported locally with torch.onnx; nothing is downloaded). A candidate that changes the vectors gets the
+   nDCG@10 change of dense retrieval on the corpus's human queries (every chunk embedded, a document ranks at
+   its best chunk; `--quick`: the first 40 queries over their judged documents' chunks and as many others), the
+   target being >= 1.5x at <= 0.005 nDCG@10 lost.
+3. The physical limit: MiniLM-L6's FLOPs a token (2 x the non-embedding weights, plus attention at the mean
+   length) x the measured tokens/s, against the cores' peak (AVX-512: 2 FMA units x 16 fp32 lanes x 2 = 64 FLOPs
+   a cycle a core; AMX bf16: 1,024) at the clock /proc/cpuinfo reports.
+
+The machine is shared, so absolute numbers move from run to run; the ratios, timed side by side, are what count.
+Each embedding configuration is timed `--repeats` times (1 in quick mode) and its best time kept.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+ROWS: list[tuple[str, str, str, str]] = []   # (row, measured, ratio, note)
+CMD = "OMP_NUM_THREADS=2 .venv/bin/python bench/throughput.py"
+
+
+def row(name: str, measured: str, ratio: str, note: str = "") -> None:
+    ROWS.append((name, measured, ratio, note))
+    print(f"  {name}: {measured} | {ratio} | {note}", flush=True)
+
+
+# -- 1. endpoint calls
+
+def endpoint_rows(n_calls: int, latency: float) -> None:
+    from resources.llm import JudgeRequest
+    from resources.llm_openai import OpenAICompatibleLLMResource
+    from tests.fake_endpoint import FaultyChatEndpoint
+
+    requests = [JudgeRequest(query=f"what limits the lift of wing {i}", chunk_id=f"c{i}",
+                             passage=f"Passage {i}: the lift of a wing in a slipstream grows with its angle.")
+                for i in range(n_calls)]
+    default = OpenAICompatibleLLMResource.model_fields["max_concurrency"].default
+
+    def run(concurrency: int, plan=lambda prompt: []):
+        server = FaultyChatEndpoint(plan=plan, latency_s=latency, retry_after=1.0)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:   # a fresh cache: every call is paid for
+                llm = OpenAICompatibleLLMResource(cache_path=f"{tmp}/cache.sqlite", base_url=server.url,
+                                                  model="fake-chat", max_concurrency=concurrency)
+                t0 = time.perf_counter()
+                judgments, stats = llm.judge(requests)
+                return time.perf_counter() - t0, len(judgments), stats, server
+        finally:
+            server.close()
+
+    import logging
+
+    logging.getLogger("instructor").setLevel(logging.CRITICAL)   # each 429 is logged as a failed attempt: expected
+    seq_s, seq_n, _, _ = run(1)
+    par_s, par_n, _, server = run(default)
+    assert seq_n == par_n == n_calls, (seq_n, par_n)
+    row(f"endpoint calls, {latency * 1000:.0f} ms a request ({n_calls} judge calls)",
+        f"{n_calls / par_s:.1f} calls/s at max_concurrency={default} (peak {server.max_in_flight} in flight) vs "
+        f"{n_calls / seq_s:.1f} sequential", f"{seq_s / par_s:.1f}x", "target >= 10x")
+
+    def one_in_five_429(prompt: str) -> list[str]:
+        return ["429"] if int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 5 == 0 else []
+
+    f_s, f_n, stats, server = run(default, one_in_five_429)
+    faulted = [t for t in server.arrivals.values() if len(t) > 1]
+    waits = [t[1] - t[0] - latency for t in faulted]   # from the 429's answer to the retry
+    assert f_n == n_calls and faulted and min(waits) >= server.retry_after - 0.05, (f_n, waits[:5])
+    row(f"same, 1 prompt in 5 answered 429 + Retry-After {server.retry_after:.0f} s first",
+        f"{n_calls / f_s:.1f} calls/s; {len(faulted)} 429s, all retried and answered; shortest wait after a 429 "
+        f"{min(waits):.2f} s", f"{seq_s / f_s:.1f}x vs sequential without faults", "Retry-After honoured")
+
+
+# -- 2. embedding
+
+def load_corpus(corpus: Path, max_tokens: int = 256):
+    from assets.corpus import is_training_qrels
+    from assets.corpus.chunking import chunk_documents, load_tokenizer
+    from assets.corpus.readers import read_beir_queries, read_documents, restrict_to_corpus
+    from resources.embedder import bundled_minilm_path
+
+    docs, _ = read_documents(corpus)
+    chunks, _ = chunk_documents(docs, tokenizer=load_tokenizer(bundled_minilm_path()), max_tokens=max_tokens)
+    sets, _ = restrict_to_corpus(read_beir_queries(corpus), docs["doc_id"]) if (corpus / "qrels").is_dir() else ([], {})
+    human = [s for s in sets if not is_training_qrels(s.name)]
+    return chunks, (human[0] if human else None)
+
+
+def ndcg_of(chunk_vectors: np.ndarray, query_vectors: np.ndarray, chunk_ids, chunk_doc, qset) -> float:
+    from assets.evaluation.metrics import aggregate_to_documents, ndcg_at_k
+
+    scores = query_vectors @ chunk_vectors.T
+    out = []
+    for row_scores, qid in zip(scores, qset.queries):
+        top = np.argsort(-row_scores)[:200]
+        ranked = aggregate_to_documents([(chunk_ids[i], float(row_scores[i])) for i in top], chunk_doc)
+        out.append(ndcg_at_k(ranked, qset.qrels[qid], 10))
+    return float(np.mean(out))
+
+
+def has_bf16_hardware() -> tuple[bool, str]:
+    import torch
+
+    capability = torch.backends.cpu.get_cpu_capability()
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    found = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(found) or "AMX" in capability.upper(), f"capability {capability}, flags {', '.join(found) or 'none'}"
+
+
+def onnx_encoders(model, batch: int):
+    """(fp32, int8) encode functions over an ONNX export of the model's transformer, or None when onnxruntime
+    or onnx is not installed."""
+    try:
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        return None
+    import torch
+
+    tmp = Path(tempfile.mkdtemp(prefix="throughput-onnx-"))
+    transformer, tokenizer = model[0].auto_model, model.tokenizer
+    sample = tokenizer(["a sample"], return_tensors="pt")
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    dynamic = {n: {0: "batch", 1: "sequence"} for n in names} | {"last_hidden_state": {0: "batch", 1: "sequence"}}
+
+    class Body(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args):
+            return self.inner(**dict(zip(names, args))).last_hidden_state
+
+    fp32 = tmp / "model.onnx"
+    torch.onnx.export(Body(transformer).eval(), tuple(sample[n] for n in names), str(fp32), input_names=names,
+                      output_names=["last_hidden_state"], dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    int8 = tmp / "model.int8.onnx"
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    max_len = model.max_seq_length
+
+    def encoder(path: Path):
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        def encode(texts: list[str]) -> np.ndarray:
+            order = np.argsort([-len(t) for t in texts])   # as sentence-transformers does: by length, longest first
+            out = np.zeros((len(texts), transformer.config.hidden_size), dtype="float32")
+            for start in range(0, len(texts), batch):
+                idx = order[start:start + batch]
+                enc = tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=max_len,
+                                return_tensors="np")
+                hidden = session.run(None, {n: enc[n].astype("int64") for n in names})[0]
+                mask = enc["attention_mask"][..., None].astype("float32")
+                pooled = (hidden * mask).sum(1) / np.clip(mask.sum(1), 1e-9, None)
+                out[idx] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+            return out
+
+        return encode
+
+    return encoder(fp32), encoder(int8)
+
+
+def sub_corpus(qset, n_queries: int, chunk_ids: list[str], chunk_doc: dict[str, str]):
+    """The first n queries of `qset`, and the chunk positions of a sub-corpus: every chunk of a document judged for
+    them, then as many other chunks again (in corpus order), so that retrieval still has distractors."""
+    from dataclasses import replace
+
+    qids = list(qset.queries)[:n_queries]
+    judged = {d for q in qids for d in qset.qrels[q]}
+    inside = [i for i, c in enumerate(chunk_ids) if chunk_doc[c] in judged]
+    others = [i for i, c in enumerate(chunk_ids) if chunk_doc[c] not in judged][:len(inside)]
+    return (replace(qset, queries={q: qset.queries[q] for q in qids}, qrels={q: qset.qrels[q] for q in qids}),
+            sorted(inside + others))
+
+
+def embedding_rows(corpus: Path, n_chunks: int, repeats: int, ndcg_queries: int = 0) -> None:
+    import torch
+
+    from resources.embedder import EmbedderResource
+
+    chunks, qset = load_corpus(corpus)
+    chunk_ids, all_texts = chunks["chunk_id"].astype(str).tolist(), chunks["text"].tolist()
+    chunk_doc = dict(zip(chunk_ids, chunks["doc_id"].astype(str)))
+    texts = all_texts[:n_chunks]
+    embedder = EmbedderResource(device="cpu")
+    model = embedder.load()
+    tokens = sum(min(len(ids), model.max_seq_length) for ids in model.tokenizer(texts)["input_ids"])
+    threads = torch.get_num_threads()
+
+    def plain(t):
+        return model.encode(t, batch_size=32, normalize_embeddings=True, convert_to_numpy=True)
+
+    def ours(t):
+        return embedder.encode(t)
+
+    def unsorted(t):   # batches of 64 in corpus order: each call sorts only its own batch
+        return np.concatenate([embedder.encode(t[i:i + 64]) for i in range(0, len(t), 64)])
+
+    def one_thread(t):
+        torch.set_num_threads(1)
+        try:
+            return embedder.encode(t)
+        finally:
+            torch.set_num_threads(threads)
+
+    def bf16(t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return embedder.encode(t)
+
+    configs = [("plain SentenceTransformer.encode, fp32, batch 32", plain, False),
+               ("our index path: EmbedderResource.encode (batch 64, sorted by length over the call)", ours, False),
+               ("candidate: no length sorting (64-chunk calls in corpus order)", unsorted, False),
+               (f"candidate: 1 thread instead of {threads}", one_thread, False)]
+    bf16_ok, why = has_bf16_hardware()
+    if bf16_ok:
+        configs.append(("candidate: bf16 autocast", bf16, True))
+    else:
+        row("candidate: bf16 autocast", "not run", "-", f"no AVX512-BF16/AMX ({why})")
+    onnx = onnx_encoders(model, 64)
+    if onnx:
+        configs += [("candidate: ONNX Runtime fp32 (batch 64, sorted)", onnx[0], True),
+                    ("candidate: ONNX Runtime int8 (dynamic quantization)", onnx[1], True)]
+    else:
+        row("candidate: ONNX Runtime fp32 / int8", "not run", "-", "onnxruntime/onnx not installed (pip install "
+            "onnxruntime onnx); OpenVINO not tried")
+    rates = {}
+    for name, encode, _ in configs:
+        encode(texts[:8])   # warm-up: first-call allocations, the ONNX session's first run
+        best = min(_timed(encode, texts) for _ in range(repeats))
+        rates[name] = tokens / best
+        print(f"    {name}: {tokens / best:,.0f} tokens/s ({best:.1f} s)", flush=True)
+    base_name, ours_name = configs[0][0], configs[1][0]
+    row(f"embedding, {len(texts):,} chunks of {corpus.name} ({tokens:,} tokens): {ours_name}",
+        f"{rates[ours_name]:,.0f} vs {rates[base_name]:,.0f} tokens/s (plain, fp32, batch 32)",
+        f"{rates[ours_name] / rates[base_name]:.2f}x", "same vectors")
+    reference = None
+    if qset is not None and any(changes for *_, changes in configs):
+        if ndcg_queries:   # quick: the first queries, over their judged documents' chunks and as many others
+            qset, keep = sub_corpus(qset, ndcg_queries, chunk_ids, chunk_doc)
+            chunk_ids, all_texts = [chunk_ids[i] for i in keep], [all_texts[i] for i in keep]
+        queries = list(qset.queries.values())
+        reference = ndcg_of(ours(all_texts), ours(queries), chunk_ids, chunk_doc, qset)
+    for name, encode, changes in configs[2:]:
+        note = "same vectors"
+        if changes and reference is not None:
+            ndcg = ndcg_of(encode(all_texts), encode(queries), chunk_ids, chunk_doc, qset)
+            note = (f"nDCG@10 on {qset.name} ({len(qset.queries)} human queries, {len(all_texts):,} chunks): "
+                    f"{reference:.4f} -> {ndcg:.4f} ({ndcg - reference:+.4f})")
+        row(name, f"{rates[name]:,.0f} tokens/s", f"{rates[name] / rates[ours_name]:.2f}x vs our index path", note)
+    physical_limit(model, tokens / len(texts), max(rates.values()), rates[ours_name], threads)
+
+
+def _timed(encode, texts) -> float:
+    t0 = time.perf_counter()
+    encode(texts)
+    return time.perf_counter() - t0
+
+
+def physical_limit(model, mean_tokens: float, best_rate: float, our_rate: float, threads: int) -> None:
+    cfg = model[0].auto_model.config
+    d, layers, ffn = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
+    weights = layers * (4 * d * d + 2 * d * ffn)           # Q, K, V, O and the two FFN matrices
+    flops = 2 * weights + layers * 4 * mean_tokens * d      # + QK^T and AV at the mean length
+    try:
+        mhz = max(float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("cpu MHz"))
+    except (OSError, ValueError):
+        mhz = 2000.0
+    cores = os.cpu_count() or 1
+    peak_fp32, peak_amx = cores * mhz * 1e6 * 64, cores * mhz * 1e6 * 1024
+    row("physical limit (MiniLM-L6)",
+        f"{flops / 1e6:.1f} MFLOPs a token x {our_rate:,.0f} tokens/s = {flops * our_rate / 1e9:.1f} GFLOP/s "
+        f"(best candidate {flops * best_rate / 1e9:.1f})",
+        f"{flops * our_rate / peak_fp32:.1%} of fp32 peak", f"{cores} cores x {mhz / 1000:.2f} GHz: fp32 AVX-512 "
+        f"peak {peak_fp32 / 1e9:,.0f} GFLOP/s, AMX bf16 {peak_amx / 1e9:,.0f}; {threads} torch threads")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="a smaller sample: 64 endpoint calls, 300 chunks, 1 repeat, nDCG on 40 queries")
+    p.add_argument("--calls", type=int, help="endpoint calls per run (default 200; quick 64)")
+    p.add_argument("--latency", type=float, default=0.2, help="seconds the fake endpoint takes per request")
+    p.add_argument("--corpus", default="", help="a BEIR folder (default ../shared/datasets/cranfield, else the "
+                                                "bundled sample corpus: no human queries, so no nDCG)")
+    p.add_argument("--chunks", type=int, help="chunks timed per configuration (default 2000; quick 300)")
+    p.add_argument("--repeats", type=int, help="timings per configuration, best kept (default 2; quick 1)")
+    p.add_argument("--ndcg-queries", type=int, help="nDCG@10 on the first n human queries over their judged "
+                   "documents' chunks and as many others (default 0 = every query, the whole corpus; quick 40)")
+    p.add_argument("--skip", default="", help="comma list: endpoint, embedding")
+    args = p.parse_args()
+    skip = set(args.skip.split(","))
+    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", flush=True)
+    if "endpoint" not in skip:
+        endpoint_rows(args.calls or (64 if args.quick else 200), args.latency)
+    if "embedding" not in skip:
+        corpus = Path(args.corpus) if args.corpus else ROOT.parent / "shared" / "datasets" / "cranfield"
+        if not corpus.exists():
+            from assets.corpus.sample import sample_corpus_path
+
+            corpus = sample_corpus_path(Path(tempfile.mkdtemp(prefix="throughput-")))
+        embedding_rows(corpus, args.chunks or (300 if args.quick else 2000), args.repeats or (1 if args.quick else 2),
+                       args.ndcg_queries if args.ndcg_queries is not None else (40 if args.quick else 0))
+    print("\n| row | measured | ratio | note |\n|---|---|---|---|")
+    for r in ROWS:
+        print("| " + " | ".join(r) + " |")
+    print(f"\nrerun: {CMD} {' '.join(sys.argv[1:])}".rstrip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
