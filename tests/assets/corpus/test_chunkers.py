@@ -162,3 +162,12 @@ def test_a_document_that_fits_is_one_chunk_with_the_same_id_under_every_chunker(
         assert chunks["doc_id"].tolist() == ["a"] and stats["too_short_dropped"] == 1   # "Tiny." < 8 tokens
         ids[name] = chunks["chunk_id"].iloc[0]
     assert len(set(ids.values())) == 1     # so its vector is embedded once for all of them
+
+
+def test_the_shipped_chunker_is_a_chunking_config_choice():
+    from assets.corpus import ChunkingConfig
+
+    assert ChunkingConfig().chunker().name == "tokens-256-32"          # the default is unchanged
+    assert ChunkingConfig(method="sentences", max_tokens=200).chunker() == Chunker("sentences", 200, 0)
+    with pytest.raises(ValueError, match="chunking method 'words' is unknown"):
+        ChunkingConfig(method="words").chunker()
