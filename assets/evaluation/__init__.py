@@ -27,6 +27,7 @@ import pandas as pd
 
 from assets.common import image
 from assets.corpus import corpus_report_lines
+from assets.evaluation.chunkers import chunker_baselines, chunkers_markdown  # noqa: F401  (chunker_baselines: an asset)
 from assets.evaluation.breakdown import breakdown, breakdowns_markdown, feedback_markdown, query_attributes
 from assets.evaluation.comparisons import (add_comparisons, comparison_metrics, comparisons_markdown, reranker_verdict,
                                          reranker_verdict_markdown)
@@ -222,6 +223,8 @@ def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
              "## Where the differences are (per query style, document length and feedback)",
              breakdowns_markdown(report),
              "## Before and after", *(f"![{name}](plots/{path.name})" for name, path in charts.items()),
+             "## Chunkers: is chunking the problem? (human queries, base model, each against the shipped chunker)",
+             chunkers_markdown(report.get("chunker_baselines", {}) | {"chunkers": report.get("chunkers", {})}),
              "## The fine-tuned reranker: worth its latency?",
              reranker_verdict_markdown(report.get("reranker_verdict", {})),
              f"## The judge against human labels\n\n{agreement_markdown(report['judge_agreement'])}",
@@ -245,7 +248,8 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                       chunks: pd.DataFrame, query_splits: pd.DataFrame, training_triplets: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
                       finetuned_crossencoder: dict, judge_agreement: dict, distilled_index: dict,
-                      distilled_biencoder: dict, query_adapter: dict, embedder: EmbedderResource, llm: LLMResource,
+                      distilled_biencoder: dict, query_adapter: dict, chunker_baselines: dict,
+                      embedder: EmbedderResource, llm: LLMResource,
                       lancedb: LanceDBResource, workspace: WorkspaceResource,
                       mlflow: MLflowResource, config: EvaluationConfig) -> dg.Output[dict]:
     """Retrieval quality of every retriever, before and after fine-tuning and reranking, on synthetic and human
@@ -276,6 +280,8 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                                                                           "model_version", "base_model")}
     report["judge_agreement"] = judge_agreement
     report["input"] = corpus_report
+    report["chunkers"] = chunker_baselines["chunkers"]     # {chunker: {human set: {retriever: metrics}}}
+    report["chunker_baselines"] = {k: v for k, v in chunker_baselines.items() if k != "chunkers"}
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
     per_query = []
     for set_name, query_set in sets.items():
