@@ -54,6 +54,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
         "query_adapter": {"enabled": False if getattr(args, "no_adapter", False) else None,
                           "kind": getattr(args, "adapter_kind", None)},
         "judge_agreement": {"max_queries": getattr(args, "judge_queries", None)},
+        "chunker_baselines": {"chunkers": None if getattr(args, "chunker_baselines", None) is None
+                              else _names(args.chunker_baselines) or []},   # "" = off
         "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
                               "offtheshelf_first_stages": _names(args.offtheshelf_first_stages),
                               "rerank_first_stages": _names(args.rerank_first_stages),
@@ -269,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--offtheshelf-first-stages", help="comma list (default hybrid_finetuned)")
     run.add_argument("--offtheshelf-query-kinds", help="comma list: synthetic,human (default both)")
     run.add_argument("--rerank-first-stages", help="comma list for the fine-tuned reranker (default: all five)")
+    run.add_argument("--chunker-baselines",
+                     help="comma list of chunkers scored on the human queries against the shipped one, e.g. "
+                          "tokens-512-64,sentences-256 (default shipped,tokens-128-16,sentences-256; \"\" = off)")
     run.add_argument("--curve-sizes",
                      help="learning curve: comma list of training-example counts (default 100,300)")
     run.add_argument("--curve-logged-sizes",
