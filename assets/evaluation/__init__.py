@@ -12,7 +12,8 @@ stage's top `rerank_depth` chunks with the fine-tuned cross-encoder or an off-th
 LLM's query likelihood offline, any cross-encoder online), with the reranking latency per query beside them.
 Every retriever is compared with its baseline on the same queries (comparisons.py: delta nDCG@10, a paired
 bootstrap 95% interval, a sign-flip p-value), each query set is broken down by query style and document
-length (breakdown.py), and drawn as a before/after chart (plots.py).
+length (breakdown.py), and drawn as a before/after chart (plots.py). The `chunker_baselines` asset (chunkers.py)
+scores other chunkers of the corpus on the human queries against the shipped one; the report carries its section.
 The report is written to <home>/reports/evaluation.json (a public interface, see README) and
 evaluation.md, with per-query scores in per_query.parquet so any comparison can be recomputed, and the
 charts in reports/plots/.
