@@ -8,18 +8,31 @@ import dagster as dg
 import pandas as pd
 
 
+# Markdown that would turn a document's title, a query or an LLM's answer into markup (a link, an image, HTML,
+# code, emphasis, a heading, a table cell): backslash-escaped, except <, > and &, which become entities
+# (CommonMark escapes any ASCII punctuation with a backslash, but other renderers do not escape "<").
+_MD_ESCAPES = str.maketrans({**{c: "\\" + c for c in "\\`*_[]()!#|~"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"})
+
+
+def md_text(value, max_chars: int | None = None) -> str:
+    """Untrusted text as one line of literal markdown: it shows as typed and renders no link, image, HTML tag
+    or formatting. Cut to `max_chars` (with …) before escaping, so a cut never splits an escape."""
+    s = " ".join(str(value).split())
+    cut = max_chars is not None and len(s) > max_chars
+    return (s[: max_chars - 1] if cut else s).translate(_MD_ESCAPES) + ("…" if cut else "")
+
+
 def markdown_table(df: pd.DataFrame, max_rows: int = 5, max_chars: int = 120) -> str:
-    """A GitHub-flavoured markdown table of the first rows, long cells cut, pipes escaped."""
+    """A GitHub-flavoured markdown table of the first rows, long cells cut, every cell escaped (md_text): cells
+    hold documents, queries and LLM answers."""
     if df.empty:
         return "_(no rows)_"
     head = df.head(max_rows)
 
     def cell(v) -> str:
-        s = f"{v:.4f}" if isinstance(v, float) else str(v)
-        s = " ".join(s.split()).replace("|", "\\|")
-        return s if len(s) <= max_chars else s[: max_chars - 1] + "…"
+        return md_text(f"{v:.4f}" if isinstance(v, float) else v, max_chars)
 
-    lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]
+    lines = ["| " + " | ".join(map(str, head.columns)) + " |", "|" + "---|" * len(head.columns)]   # ours
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in head.itertuples(index=False)]
     return "\n".join(lines)
 

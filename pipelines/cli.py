@@ -56,6 +56,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
         "judge_agreement": {"max_queries": getattr(args, "judge_queries", None)},
         "chunker_baselines": {"chunkers": None if getattr(args, "chunker_baselines", None) is None
                               else _names(args.chunker_baselines) or []},   # "" = off
+        "expanded_index": {"enabled": False if getattr(args, "no_expansion", False) else None,
+                           "drop_lowest_fraction": getattr(args, "expansion_drop_lowest", None)},
         "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
                               "offtheshelf_first_stages": _names(args.offtheshelf_first_stages),
                               "rerank_first_stages": _names(args.rerank_first_stages),
@@ -80,17 +82,26 @@ def _ints(value: str | None) -> list[int] | None:
         raise SystemExit(f"expected a comma list of whole numbers like 100,250,500, got {value!r}") from None
 
 
+LLM_MODES = ("json", "json_schema", "tools", "md_json")  # resources.llm_openai.MODES, spelt out so --help stays fast
+
+
 def make_llm(args: argparse.Namespace, home: Path):
-    from resources.llm import LocalGGUFLLMResource, OpenAICompatibleLLMResource
+    """The LLM resource of a CLI run. An endpoint's URL and key reach it as dg.EnvVar (read at run time), never
+    as values: a value would be stored in the run's job snapshot in <home>/dagster and shown in the UI."""
+    from pipelines.definitions import default_llm
+    from resources.llm import LocalGGUFLLMResource
 
     cache = str(home / "llm_cache.sqlite")
+    share = {} if args.llm_max_failure_share is None else {"max_failure_share": args.llm_max_failure_share}
     if args.llm_backend == "openai":
-        if not args.llm_base_url or not args.llm_model:
+        base_url = args.llm_base_url or os.environ.get("FLYWHEEL_LLM_BASE_URL", "")
+        model = args.llm_model or os.environ.get("FLYWHEEL_LLM_MODEL", "")
+        if not base_url or not model:
             raise SystemExit("--llm-backend openai needs --llm-base-url (e.g. http://localhost:8000/v1) and --llm-model; "
                              "the key is read from FLYWHEEL_LLM_API_KEY")
-        return OpenAICompatibleLLMResource(cache_path=cache, base_url=args.llm_base_url, model=args.llm_model,
-                                           api_key=os.environ.get("FLYWHEEL_LLM_API_KEY", "EMPTY"))
-    return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "")
+        os.environ.update(FLYWHEEL_LLM_BASE_URL=base_url, FLYWHEEL_LLM_MODEL=model)   # this process's run reads them
+        return default_llm(home, **share, **({"mode": args.llm_mode} if args.llm_mode else {}))
+    return LocalGGUFLLMResource(cache_path=cache, model_path=args.llm_model or "", **share)
 
 
 def _process_alive(pid: int) -> bool:
@@ -200,21 +211,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def mlflow_ui_plan(env, home: Path, port: int) -> tuple[str | None, str]:
+    """(the backend store `flywheel ui` serves an MLflow UI for, or None; the UI's URL for the run links).
+
+    FLYWHEEL_MLFLOW_TRACKING_URI wins, as for the runs: an http(s) server is its own UI (nothing started;
+    FLYWHEEL_MLFLOW_UI may name another address); a database URI gets a local UI over it; unset, the home's
+    sqlite store gets one."""
+    from resources.tracking import without_credentials
+
+    uri = env.get("FLYWHEEL_MLFLOW_TRACKING_URI", "")
+    local = f"http://127.0.0.1:{port}"
+    if uri.startswith(("http://", "https://")):
+        return None, env.get("FLYWHEEL_MLFLOW_UI") or without_credentials(uri).rstrip("/")
+    return (uri or f"sqlite:///{home / 'mlflow.db'}"), local
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     home = Path(args.home).expanduser().resolve()
     prepare_environment(home)
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "FLYWHEEL_MLFLOW_UI": f"http://127.0.0.1:{args.mlflow_port}"}
+    backend, mlflow_ui = mlflow_ui_plan(os.environ, home, args.mlflow_port)
+    env = {**os.environ, "FLYWHEEL_MLFLOW_UI": mlflow_ui}
     procs = [
         subprocess.Popen([str(bin_dir / "dagster-webserver"), "-m", "pipelines.definitions", "-h", "127.0.0.1",
                           "-p", str(args.dagster_port)], env=env),
         # the daemon starts the runs the UI queues (a "Materialize" click; the instance queues runs, one at a
         # time, dagster.yaml) and ticks the schedules and the sensor once they are turned on
         subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-m", "pipelines.definitions"], env=env),
-        subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-                          "--host", "127.0.0.1", "--port", str(args.mlflow_port)], env=env),
     ]
-    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: http://127.0.0.1:{args.mlflow_port}   "
+    if backend:   # a tracking server (http) serves its own UI: none is started here
+        procs.append(subprocess.Popen([str(bin_dir / "mlflow"), "ui", "--backend-store-uri", backend,
+                                       "--host", "127.0.0.1", "--port", str(args.mlflow_port)], env=env))
+    print(f"Dagster UI: http://127.0.0.1:{args.dagster_port}   MLflow UI: {mlflow_ui or '(none: set FLYWHEEL_MLFLOW_UI)'}   "
           "(and the Dagster daemon: runs launched from the UI, schedules, sensors)")
 
     def _stop(signum, frame):
@@ -263,6 +291,11 @@ def parser() -> argparse.ArgumentParser:
                      help="skip the query adapter (seconds on a CPU) and its dense_adapter/hybrid_adapter rows")
     run.add_argument("--adapter-kind", choices=["linear", "mlp"],
                      help="the query adapter: linear (default, a d x d map) or mlp (plus a residual MLP)")
+    run.add_argument("--no-expansion", action="store_true",
+                     help="skip the doc2query-expanded table and its bm25_expanded/hybrid_expanded rows")
+    run.add_argument("--expansion-drop-lowest", type=float,
+                     help="doc2query--: also drop this share of the expansion queries, the lowest by the base model's "
+                          "query/chunk cosine (default 0; e.g. 0.3)")
     run.add_argument("--reranker-steps", type=int,
                      help="cross-encoder training steps (default: one epoch, at least 300)")
     run.add_argument("--rerank-depth", type=int, help="first-stage hits each reranker reorders (default 20)")
@@ -287,8 +320,14 @@ def parser() -> argparse.ArgumentParser:
                      help="retrain only when this share of chunks/training queries changed (default 0.05; 0 = always)")
     run.add_argument("--base-model", default="", help="hub id or local folder (default: bundled all-MiniLM-L6-v2)")
     run.add_argument("--llm-backend", choices=["local", "openai"], default="local")
-    run.add_argument("--llm-model", default="", help="local: GGUF file or HF folder; openai: the model name")
-    run.add_argument("--llm-base-url", default="", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    run.add_argument("--llm-model", default="",
+                     help="local: GGUF file or HF folder; openai: the model name (default: $FLYWHEEL_LLM_MODEL)")
+    run.add_argument("--llm-base-url", default="",
+                     help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1 (default: $FLYWHEEL_LLM_BASE_URL)")
+    run.add_argument("--llm-max-failure-share", type=float, help="an LLM stage stops when more than this share "
+                     "of its calls gave nothing usable (default 0.5); what was paid for stays cached")
+    run.add_argument("--llm-mode", choices=LLM_MODES, help="openai: how structured output is asked for (default "
+                     "$FLYWHEEL_LLM_MODE, else json; tools or md_json for servers that ignore response_format)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     run.set_defaults(func=cmd_run)
     ui = sub.add_parser("ui", help="start the Dagster UI and the MLflow UI on localhost")

@@ -46,21 +46,27 @@ def default_home() -> Path:
     return Path(os.environ.get("FLYWHEEL_HOME", "flywheel_home")).expanduser().resolve()
 
 
-def default_llm(home: Path) -> LLMResource:
+def default_llm(home: Path, **settings) -> LLMResource:
     """The bundled local model, unless FLYWHEEL_LLM_BASE_URL names an OpenAI-compatible endpoint; then the
-    URL, model and key are dg.EnvVar values, read at run time and never shown in the UI."""
+    URL, model and key are dg.EnvVar values, read at run time and never shown in the UI (nor stored in the
+    job snapshot). Without FLYWHEEL_LLM_API_KEY the key is "EMPTY", what keyless local servers take.
+    FLYWHEEL_LLM_MODE (not a secret) picks how structured output is asked for (default json)."""
     cache = str(home / "llm_cache.sqlite")
     if os.environ.get("FLYWHEEL_LLM_BASE_URL"):
+        if not os.environ.get("FLYWHEEL_LLM_API_KEY"):   # an unset EnvVar would fail the run
+            os.environ["FLYWHEEL_LLM_API_KEY"] = "EMPTY"
         return OpenAICompatibleLLMResource(cache_path=cache, base_url=dg.EnvVar("FLYWHEEL_LLM_BASE_URL"),
                                            model=dg.EnvVar("FLYWHEEL_LLM_MODEL"),
-                                           api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"))
-    return LocalGGUFLLMResource(cache_path=cache)
+                                           api_key=dg.EnvVar("FLYWHEEL_LLM_API_KEY"),
+                                           **{"mode": os.environ.get("FLYWHEEL_LLM_MODE", "json"), **settings})
+    return LocalGGUFLLMResource(cache_path=cache, **settings)
 
 
 def default_resources(home: Path, llm: LLMResource | None = None, embedder: EmbedderResource | None = None,
                       **overrides) -> dict:
     """Everything under `home`, unless FLYWHEEL_LANCEDB_URI (e.g. s3://bucket/flywheel; credentials and endpoint from
-    the usual AWS_* variables) or FLYWHEEL_MLFLOW_TRACKING_URI (e.g. http://mlflow:5000) point elsewhere."""
+    the usual AWS_* variables) or FLYWHEEL_MLFLOW_TRACKING_URI (e.g. http://mlflow:5000) point elsewhere;
+    FLYWHEEL_REGISTRY_PROJECT names the registered models in place of the corpus name."""
     home.mkdir(parents=True, exist_ok=True)
     return {
         "io_manager": dg.FilesystemIOManager(base_dir=str(home / "storage")),   # outputs persist in the home
@@ -69,7 +75,9 @@ def default_resources(home: Path, llm: LLMResource | None = None, embedder: Embe
         "embedder": embedder or EmbedderResource(model=os.environ.get("FLYWHEEL_BASE_MODEL", "")),   # as --base-model
         "lancedb": LanceDBResource(uri=os.environ.get("FLYWHEEL_LANCEDB_URI") or str(home / "lancedb")),
         "mlflow": MLflowResource(tracking_uri=os.environ.get("FLYWHEEL_MLFLOW_TRACKING_URI")
-                                 or f"sqlite:///{home / 'mlflow.db'}"),
+                                 or f"sqlite:///{home / 'mlflow.db'}",
+                                 registry_project=os.environ.get("FLYWHEEL_REGISTRY_PROJECT", ""),   # "": the corpus
+                                 ui_url=os.environ.get("FLYWHEEL_MLFLOW_UI", "")),   # "": from the tracking URI
         **overrides,   # e.g. lancedb=LanceDBResource(uri="s3://...", storage_options=...)
     }
 

@@ -8,10 +8,16 @@ One table, one row per call:
     prompt_version TEXT    the prompt family's version (resources/prompts.py)
     response TEXT          the raw response text, exactly as the backend returned it
     created_at REAL        unix seconds
+    attempts INTEGER       how many answers this key has been paid for (1 unless earlier ones did not parse)
 
 The resources write (and commit) each raw response as soon as it arrives, before it is parsed or used;
-parsing happens on the way out, so a better parser needs no new calls. One connection is shared by the
-threads of a run behind a lock; sqlite's WAL mode lets other processes read while a run writes.
+parsing happens on the way out, so a better parser needs no new calls. An answer that does not parse is
+kept too, but it does not count as done: later runs ask again until `attempts` reaches the resource's
+`parse_attempts` (resources/llm.py), so a bad spell of the endpoint does not stay in a home for good.
+A cache written before `attempts` existed gets the column on open (its rows count as one attempt).
+
+One connection is shared by the threads of a run behind a lock; sqlite's WAL mode lets other processes
+read while a run writes.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ CREATE TABLE IF NOT EXISTS llm_responses (
     model TEXT NOT NULL,
     prompt_version TEXT NOT NULL,
     response TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1
 )
 """
 _MAX_VARS = 500  # sqlite's default limit on bound parameters is 999 (older builds): stay well under it
@@ -66,40 +73,52 @@ class LLMCache:
             with self._lock:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute(_SCHEMA)
+                columns = {row[1] for row in self._conn.execute("PRAGMA table_info(llm_responses)")}
+                if "attempts" not in columns:  # a cache from before attempts were counted
+                    try:
+                        self._conn.execute("ALTER TABLE llm_responses ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1")
+                    except sqlite3.OperationalError as exc:  # another process added it first
+                        if "duplicate column" not in str(exc):
+                            raise
                 self._conn.commit()
 
     @property
     def enabled(self) -> bool:
         return self._conn is not None
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, str]:
-        """The cached responses among `keys`, as {key: response}; missing keys are absent."""
+    def get_entries(self, keys: Iterable[str]) -> dict[str, tuple[str, int]]:
+        """The cached rows among `keys`, as {key: (response, attempts)}; missing keys are absent."""
         if self._conn is None:
             return {}
         unique = list(dict.fromkeys(keys))
-        found: dict[str, str] = {}
+        found: dict[str, tuple[str, int]] = {}
         with self._lock:
             for start in range(0, len(unique), _MAX_VARS):
                 batch = unique[start : start + _MAX_VARS]
                 marks = ",".join("?" * len(batch))
                 rows = self._conn.execute(
-                    f"SELECT key, response FROM llm_responses WHERE key IN ({marks})", batch
+                    f"SELECT key, response, attempts FROM llm_responses WHERE key IN ({marks})", batch
                 ).fetchall()
-                found.update(rows)
+                found.update((key, (response, int(attempts))) for key, response, attempts in rows)
         return found
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, str]:
+        """The cached responses among `keys`, as {key: response}; missing keys are absent."""
+        return {key: response for key, (response, _) in self.get_entries(keys).items()}
 
     def get(self, key: str) -> str | None:
         return self.get_many([key]).get(key)
 
-    def put(self, key: str, response: str, *, kind: str, model: str, prompt_version: str) -> None:
-        """Write one response and commit at once (a later crash keeps it). Overwrites an older one."""
+    def put(self, key: str, response: str, *, kind: str, model: str, prompt_version: str, attempts: int = 1) -> None:
+        """Write one response and commit at once (a later crash keeps it). Overwrites an older one; `attempts`
+        is how many answers the key has had, this one included."""
         if self._conn is None:
             return
         with self._lock:
             self._conn.execute(
-                "INSERT OR REPLACE INTO llm_responses (key, kind, model, prompt_version, response, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (key, kind, model, prompt_version, response, time.time()),
+                "INSERT OR REPLACE INTO llm_responses"
+                " (key, kind, model, prompt_version, response, created_at, attempts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, kind, model, prompt_version, response, time.time(), attempts),
             )
             self._conn.commit()
 

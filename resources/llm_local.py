@@ -16,7 +16,7 @@ from pydantic import Field, PrivateAttr
 
 from resources import prompts
 from resources.device import choose_device  # "auto" -> cuda, then mps, then cpu
-from resources.llm import JudgeRequest, LLMResource, _Call
+from resources.llm_base import JudgeRequest, LLMResource, _Call
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class LocalGGUFLLMResource(LLMResource):
     batch_size: int = 8  # 8 prompts of ~600 tokens: ~0.5 s per query in bf16 on 2 cores, ~1 GB of activations
     max_new_tokens: int = 48  # a query is 8-30 tokens; generation stops at the first newline
     seed: int = 0
+    parse_attempts: int = 1  # greedy or seeded: asking again would only repeat an unreadable answer
     device: str = "auto"  # auto -> cuda, then mps, then cpu
     dtype: str = "auto"  # auto -> bfloat16 where native (see choose_dtype), else float32
     temperature: float = 0.7  # for a chunk's 2nd..nth query of a style (the 1st is greedy)

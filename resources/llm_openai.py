@@ -1,6 +1,15 @@
-"""The online LLM backend: any OpenAI-compatible chat endpoint, structured output through instructor."""
+"""The online LLM backend: any OpenAI-compatible chat endpoint, structured output through instructor.
+
+What counts as transient (retried with backoff, never cached): timeouts, dropped connections, HTTP 408, 409,
+429 and 5xx, and a 200 whose body is not JSON. The last is what a proxy or load balancer in front of the
+model sends when the model is down (an HTML error page with status 200); openai hands such a body back as
+a string and instructor reads it as an invalid answer, re-asks, and gives up, so without the check below a
+gateway outage was recorded as the model's final answer. A 429's Retry-After is honoured, up to
+`max_backoff_s`.
+"""
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -8,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field, PrivateAttr
 
 from resources import prompts
-from resources.llm import CallStats, JudgeRequest, LLMResource, _Call
+from resources.llm_base import CallStats, JudgeRequest, LLMResource, _Call
 from resources.llm_cache import cache_key
 
 logger = logging.getLogger(__name__)
@@ -29,15 +38,49 @@ class TopicName(BaseModel):
     name: str
 
 
+class NonJSONAnswer(Exception):
+    """The endpoint said 200 but sent something that is not JSON (e.g. a gateway's HTML error page)."""
+
+
+def require_json(response: Any) -> None:
+    """httpx response hook: raise NonJSONAnswer for a 200 whose body does not parse as JSON."""
+    if response.status_code != 200:
+        return
+    response.read()
+    try:
+        json.loads(response.content)
+    except ValueError:
+        kind = response.headers.get("content-type", "no content type")
+        raise NonJSONAnswer(f"HTTP 200 with a {kind} body that is not JSON (a gateway error page?): "
+                            f"{response.text[:160]!r}") from None
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """The wait a 429/503 asks for: retry-after-ms, else Retry-After in seconds (an HTTP date is not read)."""
+    lower = {str(k).lower(): v for k, v in dict(headers or {}).items()}
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            return max(0.0, float(lower[name]) * scale)
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: timeouts, connection errors, HTTP 408/409/429 and 5xx."""
+    """Worth retrying: timeouts, connection errors, HTTP 408/409/429 and 5xx, a 200 that is not JSON."""
     import openai
 
+    if isinstance(exc, NonJSONAnswer):
+        return True
     if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError)):
         return True
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     return False
+
+
+MODES = ("json", "json_schema", "tools", "md_json")  # response_format json_object; response_format json_schema;
+#   a forced tool call; a ```json block asked for in the prompt (for servers that honour neither)
 
 
 class OpenAICompatibleLLMResource(LLMResource):
@@ -49,11 +92,12 @@ class OpenAICompatibleLLMResource(LLMResource):
     max_concurrency: int = 4
     max_retries: int = 5  # retries after the first attempt, on timeouts, connection errors, 429 and 5xx
     timeout_s: float = 60.0
-    retry_backoff_s: float = 1.0  # the first wait; it doubles per retry, capped at 30 s
+    retry_backoff_s: float = 1.0  # the first wait; it doubles per retry, up to max_backoff_s
+    max_backoff_s: float = 30.0  # the longest wait between two tries, a 429's Retry-After included
     parse_retries: int = 1  # instructor re-asks this many times after an answer that fails validation
     query_temperature: float = 0.7  # varied queries
     judge_temperature: float = 0.0  # repeatable grades
-    mode: str = "json"  # instructor mode: "json" (response_format json_object), "json_schema", "tools", "md_json"
+    mode: str = "json"  # instructor mode, one of MODES: what structured output the endpoint honours (CLI --llm-mode)
 
     _client: Any = PrivateAttr(default=None)
 
@@ -88,17 +132,25 @@ class OpenAICompatibleLLMResource(LLMResource):
     def _grades(self, requests: list[JudgeRequest], scores: list[float | None]) -> list[int | None]:
         return [None] * len(requests)  # the chat judge grades directly
 
+    def _secrets(self) -> tuple[str, ...]:
+        return (self.api_key,)
+
     def get_client(self) -> Any:
         if self._client is None:
             import instructor
             import openai
 
+            from resources.scrub import ScrubbingHttpClient
+
             Mode = instructor.Mode
-            modes = {"json": Mode.JSON, "json_schema": Mode.JSON_SCHEMA, "tools": Mode.TOOLS, "md_json": Mode.MD_JSON}
+            modes = dict(zip(MODES, (Mode.JSON, Mode.JSON_SCHEMA, Mode.TOOLS, Mode.MD_JSON)))
             if self.mode not in modes:
-                raise ValueError(f"Unknown mode {self.mode!r}: use one of {', '.join(modes)}.")
+                raise ValueError(f"Unknown mode {self.mode!r}: use one of {', '.join(modes)} (--llm-mode, "
+                                 "FLYWHEEL_LLM_MODE).")
             raw_client = openai.OpenAI(  # retries are ours (tenacity), so the client makes none of its own
-                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0
+                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout_s, max_retries=0,
+                # error bodies that echo the key are scrubbed; a 200 that is not JSON raises (transient)
+                http_client=ScrubbingHttpClient(self._secrets(), event_hooks={"response": [require_json]}),
             )
             self._client = instructor.from_openai(raw_client, mode=modes[self.mode])
         return self._client
@@ -124,12 +176,18 @@ class OpenAICompatibleLLMResource(LLMResource):
                 if exc.failed_attempts:  # answered, but not valid: keep the raw answer, our parser decides
                     return _completion_text(exc.last_completion)
                 if isinstance(exc.__cause__, Exception):
-                    raise exc.__cause__ from None  # the transport error, so the retry policy can see it
+                    raise _transport_error(exc.__cause__) from None  # so the retry policy can see it
                 raise
+
+        exponential = tenacity.wait_exponential(multiplier=self.retry_backoff_s, max=self.max_backoff_s)
+
+        def wait(state: Any) -> float:
+            asked = retry_after_seconds(getattr(getattr(state.outcome.exception(), "response", None), "headers", None))
+            return exponential(state) if asked is None else min(self.max_backoff_s, max(asked, exponential(state)))
 
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.max_retries + 1),
-            wait=tenacity.wait_exponential(multiplier=self.retry_backoff_s, max=30),
+            wait=wait,
             retry=tenacity.retry_if_exception(is_transient),
             reraise=True,
         )
@@ -180,10 +238,14 @@ class OpenAICompatibleLLMResource(LLMResource):
 
             self._run_parallel(todo, work, emit, fail)
 
-        raws, _ = self._run_cached("topic", version, calls, run, stats, None)
-        names = [prompts.parse_topic_name(raws.get(call.key)) for call in calls]
-        stats.parse_failures = sum(call.key in raws and name is None for call, name in zip(calls, names))
-        return names, stats
+        names, _ = self._run_cached("topic", version, calls, run, stats, None,
+                                    lambda call, raw: prompts.parse_topic_name(raw))
+        return [names.get(call.key) for call in calls], stats
+
+
+def _transport_error(exc: Exception) -> Exception:
+    """The error to retry on: a NonJSONAnswer raised in the response hook reaches us wrapped by openai."""
+    return exc.__cause__ if isinstance(exc.__cause__, NonJSONAnswer) else exc
 
 
 def _completion_text(completion: Any) -> str:

@@ -101,37 +101,64 @@ def tiny_model_path(tmp_path_factory) -> str:
 
 
 def fake_llm_class():
-    """A deterministic stand-in for the LLM, for tests only: it never runs as the main job's default."""
-    from resources.llm import CallStats, GeneratedQuery, Judgment, LLMResource
+    """A deterministic stand-in for the LLM, for tests only: it never runs as the main job's default.
+
+    It is a backend, not a replacement of LLMResource: it only turns calls into raw answers, so the shared
+    machinery runs as it does for the real backends (the response cache, cache hits on a rerun, parsing,
+    the query filter, the call statistics). With a `cache_path` a second run is answered from the cache."""
+    import json as _json
+
+    from resources.llm import LLMResource
+
+    def words(text):
+        return re.findall(r"[a-z]+", text.lower())
 
     class FakeLLMResource(LLMResource):
         cache_path: str = ""
+        max_failure_share: float = 0.5
 
         def model_id(self) -> str:
             return "fake-llm"
 
-        def write_queries(self, requests, progress=None):
-            out = []
-            for i, r in enumerate(requests):
-                words = re.findall(r"[a-z]+", r.text.lower())
-                content = [w for w in words if len(w) > 3][:8]
-                for k in range(r.n):
-                    picked = content[k % max(1, len(content)):][:4] or ["empty"]
-                    text = " ".join(picked) if r.style == "keywords" else f"what about {' '.join(picked)}?"
-                    out.append(GeneratedQuery(r.chunk_id, r.style, text, "fake-llm", "fake-v1", False))
-                if progress:
-                    progress(i + 1, len(requests))
-            return out, CallStats(calls=len(requests))
+        def _query_prompt_version(self) -> str:
+            return "fake-v1"
 
-        def judge(self, requests, progress=None):
-            out = []
-            for r in requests:
-                q = set(re.findall(r"[a-z]+", r.query.lower()))
-                p = set(re.findall(r"[a-z]+", r.passage.lower()))
+        def _judge_prompt_version(self) -> str:
+            return "fake-judge-v1"
+
+        def _judge_name(self) -> str:
+            return "fake-judge"
+
+        def _query_call_plan(self, n):
+            return [(0, n)]   # one call writes all of a request's queries
+
+        def _run_query_calls(self, calls, emit, fail):
+            for call in calls:
+                req, first, count = call.payload
+                content = [w for w in words(req.text) if len(w) > 3][:8]
+                out = []
+                for k in range(first, first + count):
+                    picked = content[k % max(1, len(content)):][:4] or ["empty"]
+                    out.append(" ".join(picked) if req.style == "keywords" else f"what about {' '.join(picked)}?")
+                emit(call, _json.dumps(out))
+
+        def _parse_queries(self, raw, count):
+            return _json.loads(raw)[:count] or None
+
+        def _run_judge_calls(self, calls, emit, fail):
+            for call in calls:
+                r = call.payload
+                q, p = set(words(r.query)), set(words(r.passage))
                 overlap = len(q & p) / max(1, len(q))
                 grade = 3 if r.chunk_id == r.source_chunk_id else int(overlap >= 0.75) * 2
-                out.append(Judgment(r.query, r.chunk_id, grade, overlap, "fake-judge", False))
-            return out, CallStats(calls=len(requests))
+                emit(call, f"{overlap} {grade}")
+
+        def _parse_judge(self, raw):
+            score, grade = raw.split()
+            return float(score), int(grade)
+
+        def _grades(self, requests, scores):
+            return [None] * len(requests)
 
     return FakeLLMResource
 
@@ -139,3 +166,25 @@ def fake_llm_class():
 @pytest.fixture
 def fake_llm():
     return fake_llm_class()()
+
+
+def render_markdown(md: str) -> tuple[set[str], str]:
+    """The markup that `md` renders to (links, images, HTML, code, emphasis, headings: the token types found)
+    and its HTML, as CommonMark with tables, the dialect of markdown metadata in the Dagster UI."""
+    from markdown_it import MarkdownIt
+
+    parser = MarkdownIt("commonmark").enable("table")
+    tokens = parser.parse(md)
+    kinds = {t.type for t in tokens} | {c.type for t in tokens for c in (t.children or [])}
+    live = {"link_open", "image", "html_inline", "html_block", "code_inline", "em_open", "strong_open", "heading_open"}
+    return kinds & live, parser.render(md)
+
+
+@pytest.fixture
+def faulty_endpoint():
+    """A fault-injecting OpenAI-compatible endpoint on 127.0.0.1 (tests/fake_endpoint.py); 429s ask for no wait."""
+    from tests.fake_endpoint import FaultyChatEndpoint
+
+    endpoint = FaultyChatEndpoint(retry_after=0)
+    yield endpoint
+    endpoint.close()

@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from assets.common import preview, stable_hash
+from assets.common import md_text, preview, stable_hash
 from assets.corpus.chunkers import Chunker, chunker
 from assets.corpus.chunking import load_tokenizer
 from assets.corpus.manifest import chunk_changes, read_manifest, write_manifest
@@ -126,10 +126,10 @@ def corpus_summary(n_read: int, report, qrels_dropped: dict[str, dict]) -> dict:
 
 def corpus_report_lines(summary: dict) -> list[str]:
     """One line per skip reason and per query set that lost judgments (empty when nothing was skipped)."""
-    lines = [f"- documents skipped, {reason}: {n} (e.g. {', '.join(summary['examples'].get(reason, [])[:3])})"
+    lines = [f"- documents skipped, {reason}: {n} (e.g. {md_text(', '.join(summary['examples'].get(reason, [])[:3]))})"
              for reason, n in sorted(summary.get("skipped", {}).items())]
     lines += [f"- documents decoded as {enc} (not UTF-8): {n}" for enc, n in sorted(summary.get("decoded_as", {}).items())]
-    lines += [f"- {name}: {d['qrels_missing_document']} judgments name a document the corpus lacks, left out; "
+    lines += [f"- {md_text(name)}: {d['qrels_missing_document']} judgments name a document the corpus lacks, left out; "
               f"{d['queries_dropped']} queries dropped (no relevant document left)"
               for name, d in sorted(summary.get("qrels_dropped", {}).items())]
     return lines

@@ -4,7 +4,9 @@ human-labelled query set the corpus brought.
 Retrievers: BM25, dense and hybrid on the base model; dense and hybrid on the fine-tuned model (and on the
 distilled one, when distillation is on; the report then says which training did better); dense and hybrid on
 the base model's table with the query adapter applied to the query vectors (`dense_adapter`, `hybrid_adapter`:
-the same fusion as `hybrid_base` with the adapted dense side; absent when the adapter is off). Synthetic
+the same fusion as `hybrid_base` with the adapted dense side; absent when the adapter is off); BM25 and hybrid
+on the doc2query-expanded base table (`bm25_expanded`, `hybrid_expanded`: assets/indices/expansion.py) and the
+hybrid with the fusion tuned on the synthetic validation split (`hybrid_learned`: fusion.py). Synthetic
 queries are scored at chunk level (their positives are chunks). Human qrels judge documents, so chunk
 rankings are turned into document rankings by each document's best chunk (MaxP, Dai & Callan 2019).
 Reranking rows ("<first stage>+rerank_finetuned", "<first stage>+rerank_offtheshelf") reorder a first
@@ -26,17 +28,19 @@ from datetime import datetime, timezone
 import dagster as dg
 import pandas as pd
 
-from assets.common import image
+from assets.common import image, md_text
 from assets.corpus import corpus_report_lines
 from assets.evaluation.chunkers import chunker_baselines, chunkers_markdown  # noqa: F401  (chunker_baselines: an asset)
 from assets.evaluation.breakdown import breakdown, breakdowns_markdown, feedback_markdown, query_attributes
 from assets.evaluation.comparisons import (add_comparisons, comparison_metrics, comparisons_markdown, reranker_verdict,
                                          reranker_verdict_markdown)
+from assets.evaluation.fusion import fusion_markdown, fusion_weights, learned_fusion_systems  # noqa: F401 (an asset)
 from assets.evaluation.metrics import METRIC_NAMES, mean_metrics
 from assets.evaluation.plots import report_charts
 from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency_summary, rerank,
-                                      score_candidates)
+                                      score_candidates, unscored_pairs)
 from assets.evaluation.scoring import QuerySet, build_query_sets, score_hits
+from assets.indices.expansion import expansion_markdown, expansion_systems
 from assets.labels.agreement import agreement_markdown
 from assets.training.adapter import QueryAdapter, load_adapter
 from assets.training.crossencoder import load_reranker
@@ -147,7 +151,9 @@ def evaluate_query_set(query_set: QuerySet, systems: dict[str, tuple], encode, r
             reranked = [rerank(h, pairs.scores.get(q, {}), rerank_depth) for q, h in zip(qids, hits_by_system[s])]
             per_q = {q: min(rerank_depth, len(h)) for q, h in zip(qids, hits_by_system[s])}
             score(f"{s}+{suffix}", reranked, {"search_ms_per_query": result[s]["search_ms_per_query"],
-                                             "rerank_depth": rerank_depth, **latency_summary(pairs.ms_per_pair, per_q)})
+                                             "rerank_depth": rerank_depth, **latency_summary(pairs.ms_per_pair, per_q),
+                                             "rerank_failures": unscored_pairs(qids, hits_by_system[s], pairs.scores,
+                                                                               rerank_depth)})
     return {"kind": query_set.kind, "n_queries": len(qids), "retrievers": result}, pd.concat(per_query, ignore_index=True)
 
 
@@ -215,7 +221,7 @@ def tag_reranker(mlflow: MLflowResource, reranker: dict, verdict: dict, context)
 
 def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
     """evaluation.md: the metrics table, the comparisons, the breakdowns, the charts and the judge."""
-    parts = [f"# Evaluation: {report['corpus']}", table,
+    parts = [f"# Evaluation: {md_text(report['corpus'])}", table,
              "## Every retriever against its baseline (nDCG@10, paired by query)", comparisons_markdown(report),
              "## Seen vs unseen documents: memory or generalisation? (nDCG@10 gain over the baseline)",
              "A query is *seen* when one of its relevant documents is a positive of the logged feedback the model "
@@ -226,6 +232,9 @@ def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
              "## Before and after", *(f"![{name}](plots/{path.name})" for name, path in charts.items()),
              "## Chunkers: is chunking the problem? (human queries, base model, each against the shipped chunker)",
              chunkers_markdown(report.get("chunker_baselines", {}) | {"chunkers": report.get("chunkers", {})}),
+             "## Document expansion and learned fusion",
+             "\n\n".join(filter(None, [expansion_markdown(report.get("expansion")),
+                                       fusion_markdown(report.get("fusion"))])) or "Both off.",
              "## The fine-tuned reranker: worth its latency?",
              reranker_verdict_markdown(report.get("reranker_verdict", {})),
              f"## The judge against human labels\n\n{agreement_markdown(report['judge_agreement'])}",
@@ -239,7 +248,7 @@ def report_markdown(report: dict) -> str:
              "|---|---|---|---|" + "---|" * (len(TABLE_METRICS) + 1)]
     for set_name, qs in report["query_sets"].items():
         for system, metrics in qs["retrievers"].items():
-            lines.append(f"| {set_name} | {qs['kind']} | {qs['n_queries']} | {system} | "
+            lines.append(f"| {md_text(set_name)} | {qs['kind']} | {qs['n_queries']} | {system} | "
                          + " | ".join(f"{metrics[m]:.3f}" for m in TABLE_METRICS) + f" | {latency_cell(metrics)} |")
     return "\n".join(lines)
 
@@ -249,7 +258,8 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                       chunks: pd.DataFrame, query_splits: pd.DataFrame, training_triplets: pd.DataFrame,
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
                       finetuned_crossencoder: dict, judge_agreement: dict, distilled_index: dict,
-                      distilled_biencoder: dict, query_adapter: dict, chunker_baselines: dict,
+                      distilled_biencoder: dict, query_adapter: dict, expanded_index: dict, fusion_weights: dict,
+                      chunker_baselines: dict,
                       embedder: EmbedderResource, llm: LLMResource,
                       lancedb: LanceDBResource, workspace: WorkspaceResource,
                       mlflow: MLflowResource, config: EvaluationConfig) -> dg.Output[dict]:
@@ -266,6 +276,7 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
         systems.update({"dense_distilled": (distilled, "dense", distilled_biencoder["model_path"]),
                         "hybrid_distilled": (distilled, "hybrid", distilled_biencoder["model_path"])})
     systems.update(adapter_systems(query_adapter, base))
+    systems.update(expansion_systems(expanded_index, lancedb) | learned_fusion_systems(fusion_weights, base))
     encode = make_encoder(embedder, query_adapter)
     sets = build_query_sets(query_splits, human_queries, chunks)
     report = {"query_sets": {}, "generated_at": datetime.now(timezone.utc).isoformat(),
@@ -280,6 +291,7 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
     report["reranker_model"] = {k: finetuned_crossencoder.get(k) for k in ("model_path", "mlflow_run_id",
                                                                           "model_version", "base_model")}
     report["judge_agreement"] = judge_agreement
+    report["expansion"], report["fusion"] = expanded_index, fusion_weights
     report["input"] = corpus_report
     report["chunkers"] = chunker_baselines["chunkers"]     # {chunker: {human set: {retriever: metrics}}}
     report["chunker_baselines"] = {k: v for k, v in chunker_baselines.items() if k != "chunkers"}
@@ -333,6 +345,10 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                                        "seen_vs_unseen": dg.MetadataValue.md(feedback_markdown(report)),
                                        "report_path": str(reports / "evaluation.json"),
                                        "n_query_sets": len(sets), **flat, **plots,
+                                       "rerank_failures": dg.MetadataValue.json(   # pairs a reranker could not score
+                                           {f"{s}/{r}": ms["rerank_failures"] for s, qs in report["query_sets"].items()
+                                            for r, ms in qs["retrievers"].items() if ms.get("rerank_failures")}),
+                                       "fusion": dg.MetadataValue.md(fusion_markdown(fusion_weights) or "off"),
                                        "llm_calls": sum(getattr(r, "calls", 0) for _, r, _ in rerankers),   # UPR
                                        "llm_cache_hits": sum(getattr(r, "cache_hits", 0) for _, r, _ in rerankers),
                                        "mlflow_run": dg.MetadataValue.url(finetuned_biencoder.get("mlflow_run_url") or "")})

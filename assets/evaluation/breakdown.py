@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from assets.common import md_text
 from assets.evaluation.scoring import QuerySet
 
 LENGTH_BUCKETS = ["short", "medium", "long", "unknown"]
@@ -111,7 +112,7 @@ def breakdown_markdown(set_name: str, bd: dict) -> str:
     groups = [(key, value, g) for key in ATTRIBUTES for value, g in bd[key].items()]
     retrievers = list(dict.fromkeys(r for _, _, g in groups for r in g[bd["metric"]]))
     header = [f"{value} (n={g['n_queries']})" for _, value, g in groups]
-    lines = [f"### {set_name}: {bd['metric']} by query style, document length and feedback (seen/unseen documents)", "",
+    lines = [f"### {md_text(set_name)}: {bd['metric']} by query style, document length and feedback (seen/unseen documents)", "",
              "| retriever | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
     for r in retrievers:
         cells = [f"{g[bd['metric']][r]:.3f}" if r in g[bd["metric"]] else "" for _, _, g in groups]
@@ -144,5 +145,5 @@ def feedback_markdown(report: dict, retrievers: tuple[str, ...] = ("dense_finetu
                 cells += [str(groups.get(g, {}).get("n_queries", 0)),
                           f"{c['delta_ndcg@10']:+.3f} [{c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}], p={c['p_value']:.3g}"
                           if c else "-"]
-            lines.append(f"| {name} | {r} | " + " | ".join(cells) + " |")
+            lines.append(f"| {md_text(name)} | {r} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -2,7 +2,8 @@
 
 Each retriever is compared with the one it was built from: a fine-tuned (or distilled) model, or the base
 model with the query adapter, with the base model in the same first stage, a reranked row with its first stage alone, the base dense and hybrid
-retrievers with BM25 (the baseline every team already has). BM25 has no baseline. The two are paired by
+retrievers with BM25 (the baseline every team already has), the doc2query-expanded table's rows with the same
+retriever on the plain table, the learned fusion with the fixed RRF (`hybrid_base`). BM25 has no baseline. The two are paired by
 query id on the per-query nDCG@10 the evaluation computed, and the difference gets a paired bootstrap 95%
 interval and a sign-flip p-value (assets/evaluation/statistics.py). A delta whose interval straddles 0 is
 not evidence of a gain, however large it looks.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from assets.common import md_text
 from assets.evaluation.statistics import compare_paired
 
 METRIC = "ndcg@10"
@@ -20,6 +22,7 @@ BASELINES = {
     "dense_finetuned": "dense_base", "hybrid_finetuned": "hybrid_base",
     "dense_distilled": "dense_base", "hybrid_distilled": "hybrid_base",
     "dense_adapter": "dense_base", "hybrid_adapter": "hybrid_base",
+    "bm25_expanded": "bm25", "hybrid_expanded": "hybrid_base", "hybrid_learned": "hybrid_base",
 }
 RERANK_MARK = "+rerank_"      # "<first stage>+rerank_<reranker>" is compared with "<first stage>"
 
@@ -93,8 +96,10 @@ def comparisons_markdown(report: dict) -> str:
         for retriever, m in qs["retrievers"].items():
             if DELTA in m:
                 lo, hi = m["ci95"]
-                lines.append(f"| {set_name} | {retriever} | {m['baseline']} | {m['n_paired']} | {m[DELTA]:+.3f} | "
-                             f"[{lo:+.3f}, {hi:+.3f}] | {m['p_value']:.3g} | {verdict(m)} |")
+                lost = m.get("rerank_failures")
+                mark = f" ({lost} pairs unscored: reranker failures)" if lost else ""
+                lines.append(f"| {md_text(set_name)} | {retriever} | {m['baseline']} | {m['n_paired']} | {m[DELTA]:+.3f} | "
+                             f"[{lo:+.3f}, {hi:+.3f}] | {m['p_value']:.3g} | {verdict(m)}{mark} |")
     return "\n".join(lines)
 
 
@@ -107,21 +112,27 @@ def reranker_verdict(report: dict, per_query: pd.DataFrame, resamples: int = 10_
     when there are none), over each set's best first stage that it reranked: against that first stage alone
     and against the off-the-shelf reranker on the same first stage (paired by query; the best stage both
     reranked, which is the serving stage when the off-the-shelf one ran on that alone). `ship` only when it is
-    better than the first stage on every such set; the reason says which numbers decided."""
+    better than the first stage on every such set; the reason says which numbers decided. A reranked row
+    that lost pairs to reranker failures (`rerank_failures`) is weaker than its reranker: it is left out
+    (listed under `skipped`), never compared against."""
     human = [n for n, qs in report["query_sets"].items() if qs["kind"] == "human"]
     judged_on = human or [n for n, qs in report["query_sets"].items() if qs["kind"] == "synthetic"]
     sets, reasons = {}, []
     for name in judged_on:
         rows = report["query_sets"][name]["retrievers"]
-        stages = [r for r in rows if RERANK_MARK not in r and f"{r}{FINETUNED_RERANK}" in rows]
+        weakened = {r: m["rerank_failures"] for r, m in rows.items() if m.get("rerank_failures")}
+        whole = lambda r: r in rows and r not in weakened  # noqa: E731
+        stages = [r for r in rows if RERANK_MARK not in r and whole(f"{r}{FINETUNED_RERANK}")]
         if not stages:
+            if any(r.endswith(FINETUNED_RERANK) for r in weakened):
+                reasons.append(f"{name}: not judged, every fine-tuned reranker row lost pairs to reranker failures")
             continue
         best = max(stages, key=lambda r: rows[r][METRIC])
         tuned = rows[f"{best}{FINETUNED_RERANK}"]
         vs_stage = {k: tuned[k] for k in (DELTA, "ci95", "p_value", "n_paired")} | {"verdict": verdict(tuned)}
         entry = {"first_stage": best, METRIC: {"first_stage": rows[best][METRIC], "finetuned": tuned[METRIC]},
                  "vs_first_stage": vs_stage}
-        both = [r for r in stages if f"{r}{OFFTHESHELF_RERANK}" in rows]   # the off-the-shelf row may be on
+        both = [r for r in stages if whole(f"{r}{OFFTHESHELF_RERANK}")]   # the off-the-shelf row may be on
         if both:                                                         # another (the serving) first stage
             stage = max(both, key=lambda r: rows[r][METRIC])
             mine, other = f"{stage}{FINETUNED_RERANK}", f"{stage}{OFFTHESHELF_RERANK}"
@@ -130,11 +141,14 @@ def reranker_verdict(report: dict, per_query: pd.DataFrame, resamples: int = 10_
             entry["vs_offtheshelf"] = vs | {"verdict": verdict(vs), "first_stage": stage}
             entry[METRIC].update({"offtheshelf": rows[other][METRIC],
                                   "finetuned_on_offtheshelf_stage": rows[mine][METRIC]})
+        if weakened:
+            entry["skipped"] = weakened
         sets[name] = entry
         d = entry["vs_first_stage"]
         reasons.append(f"{name}: {best}+rerank {d['verdict']} than {best} alone "
                        f"(Δ nDCG@10 {d[DELTA]:+.3f}, 95% CI [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
-                       f"p {d['p_value']:.3g})")
+                       f"p {d['p_value']:.3g})"
+                       + "".join(f"; skipped {r} ({n} pairs lost to reranker failures)" for r, n in weakened.items()))
     ship = bool(sets) and all(e["vs_first_stage"]["verdict"] == "better" for e in sets.values())
     return {"ship": ship, "judged_on": "human" if human else "synthetic", "sets": sets,
             "reason": "; ".join(reasons) or "no query set has a fine-tuned reranker row"}
@@ -158,6 +172,10 @@ def reranker_verdict_markdown(v: dict) -> str:
             off = f"{m['offtheshelf']:.3f}" + ("" if e["vs_offtheshelf"]["first_stage"] == e["first_stage"] else
                                                f" (over {e['vs_offtheshelf']['first_stage']}, where the fine-tuned "
                                                f"one has {m['finetuned_on_offtheshelf_stage']:.3f})")
-        lines.append(f"| {name} | {e['first_stage']} | {m['first_stage']:.3f} | {m['finetuned']:.3f} | {off} | "
+        lines.append(f"| {md_text(name)} | {e['first_stage']} | {m['first_stage']:.3f} | {m['finetuned']:.3f} | {off} | "
                      f"{cell(e['vs_first_stage'])} | {cell(e.get('vs_offtheshelf'))} |")
+    skipped = [f"{name}: {r} lost {n} pairs to reranker failures" for name, e in v["sets"].items()
+               for r, n in e.get("skipped", {}).items()]
+    if skipped:
+        lines += ["", "Not compared (a row weaker than its reranker): " + "; ".join(skipped) + "."]
     return "\n".join(lines)

@@ -5,6 +5,10 @@ relevant): the fine-tuned cross-encoder, a hub cross-encoder, or the local LLM's
 Sachan et al. 2022: log P(query | passage) as a zero-shot reranker). Each (query, chunk) pair is scored once
 per query set and reused by every first stage whose top-k contains it. Latency per query is the measured
 cost of one pair in that query's batch times the k pairs a reranker would score in service.
+
+A pair the reranker could not score (an LLM call that failed or was unreadable) keeps its first-stage place
+below the scored ones, so the row is weaker than the reranker: each reranked row counts those pairs as
+`rerank_failures`, and the reranker verdict does not compare against a row that has any.
 """
 from __future__ import annotations
 
@@ -67,6 +71,12 @@ def rerank(hits: list[tuple[str, float]], scores: dict[str, float | None], k: in
                                                     -(scores.get(head[i][0]) or 0.0), i))
     ranked = [head[i][0] for i in order] + [c for c, _ in hits[k:]]
     return [(c, float(len(ranked) - r)) for r, c in enumerate(ranked)]
+
+
+def unscored_pairs(qids: list[str], hits: list[list[tuple[str, float]]], scores: dict[str, dict[str, float | None]],
+                   k: int) -> int:
+    """How many (query, chunk) pairs of a first stage's top k the reranker left unscored."""
+    return sum(scores.get(q, {}).get(c) is None for q, h in zip(qids, hits) for c, _ in h[:k])
 
 
 @dataclass

@@ -6,6 +6,8 @@ deleted or edited documents removed, new rows added, the full-text index optimiz
 
 `baseline_index` uses the base bi-encoder; `finetuned_index` the fine-tuned one. Each table serves three
 first-stage retrievers: BM25, dense, and their reciprocal-rank-fusion hybrid (resources/lance.py).
+`expanded_index` (expansion.py) is the base table with each chunk's train/validation synthetic queries appended
+to its full-text field (doc2query), its vectors reused.
 """
 
 import time
@@ -85,3 +87,5 @@ def distilled_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, dis
         return dg.Output({"enabled": False}, metadata={"skipped": "distillation is off"})
     out = build_index(context, chunks, embedder, lancedb, DISTILLED_TABLE, distilled_biencoder["model_path"])
     return dg.Output({**out.value, "enabled": True}, metadata=out.metadata)
+
+from assets.indices.expansion import expanded_index, no_test_query_in_expansion  # noqa: E402,F401  (doc2query)

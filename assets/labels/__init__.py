@@ -17,7 +17,7 @@ from assets.common import preview, progress_logger, stable_sample
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
-from resources.llm import JudgeRequest, LLMResource
+from resources.llm import JudgeRequest, LLMResource, check_failure_share
 
 LABEL_COLUMNS = ["query_id", "chunk_id", "grade", "score", "judge", "is_source"]
 
@@ -68,6 +68,7 @@ def relevance_labels(context: dg.AssetExecutionContext, synthetic_queries: pd.Da
     context.log.info(f"relevance_labels: {len(requests)} judge calls planned ({len(sample)} queries x up to "
                      f"{config.candidates_per_query + 1} chunks) with {llm.model_id()}; cached ones are free")
     judgments, stats = llm.judge(requests, progress=progress_logger(context, "relevance_labels"))
+    check_failure_share(stats, "relevance_labels", llm.max_failure_share)  # not labels from a judge that was down
     source_of = {(r.query, r.chunk_id): r.source_chunk_id for r in requests}
     df = labels_frame([(j, source_of.get((j.query, j.chunk_id))) for j in judgments], sample)
     relevant = df[df["grade"] >= config.relevant_grade]
@@ -78,7 +79,9 @@ def relevance_labels(context: dg.AssetExecutionContext, synthetic_queries: pd.Da
         "llm_calls": stats.calls,
         "llm_cache_hits": stats.cache_hits,
         "llm_failures": stats.failures,
+        "llm_failure_share": round(stats.failure_share, 4),
         "llm_parse_failures": stats.parse_failures,
+        "llm_parse_retries": stats.parse_retries,       # cached answers that did not parse, asked again
         "grade_counts": dg.MetadataValue.json({str(k): int(v) for k, v in df["grade"].value_counts().items()}),
         "sources_denied": int(((df["is_source"]) & (df["grade"] < config.relevant_grade)).sum()),
         "extra_positives": int(((~relevant["is_source"])).sum()),

@@ -17,7 +17,7 @@ from assets.labels.agreement import agreement, agreement_markdown
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
-from resources.llm import JudgeRequest, LLMResource
+from resources.llm import JudgeRequest, LLMResource, check_failure_share
 from resources.workspace import WorkspaceResource
 
 
@@ -68,15 +68,16 @@ def judge_agreement(context: dg.AssetExecutionContext, human_queries: list, chun
                     for r in rows]
         context.log.info(f"judge_agreement {hs.name}: {len(requests)} judge calls ({len(qids)} queries)")
         judgments, stats = llm.judge(requests, progress=progress_logger(context, f"judge_agreement {hs.name}"))
+        check_failure_share(stats, f"judge_agreement {hs.name}", llm.max_failure_share)
         by_pair = {(j.query, j.chunk_id): j for j in judgments}
         df = pd.DataFrame(rows)
         df["score"] = [getattr(by_pair.get((r["query"], r["chunk_id"])), "score", None) for r in rows]
         df["judge_grade"] = [getattr(by_pair.get((r["query"], r["chunk_id"])), "grade", None) for r in rows]
-        df = df.dropna(subset=["score"])
+        df = df.dropna(subset=["score"])   # pairs the judge could not grade: left out, and counted
         df["human"] = df["human_grade"] > 0
         df.insert(0, "query_set", hs.name)
-        result[hs.name] = {**agreement(df, config.seed), "judge": llm.model_id(), "llm_calls": stats.calls,
-                           "llm_cache_hits": stats.cache_hits, "judge_failures": stats.failures + stats.parse_failures}
+        result[hs.name] = {**agreement(df, config.seed), "pairs_dropped": len(rows) - len(df), "judge": llm.model_id(),
+                           "llm_calls": stats.calls, "llm_cache_hits": stats.cache_hits, "judge_failures": stats.lost}
         frames.append(df)
     table = agreement_markdown(result)
     out = workspace.reports_dir
@@ -89,6 +90,7 @@ def judge_agreement(context: dg.AssetExecutionContext, human_queries: list, chun
         "query_sets": len(result),
         "llm_calls": sum(r["llm_calls"] for r in result.values()),          # counted in run_stats.json
         "llm_cache_hits": sum(r["llm_cache_hits"] for r in result.values()),
+        "judge_pairs_dropped": sum(r["pairs_dropped"] for r in result.values()),  # failed or unreadable judge calls
         **{f"{name}/roc_auc": dg.MetadataValue.float(r["roc_auc"] if r["roc_auc"] is not None else float("nan"))
            for name, r in result.items()},
         **{f"{name}/kappa": dg.MetadataValue.float(r["kappa"] if r["kappa"] is not None else float("nan"))

@@ -18,8 +18,8 @@ from collections import Counter
 import dagster as dg
 import pandas as pd
 
-from assets.common import preview, progress_logger, stable_fraction, stable_hash, stable_sample
-from resources.llm import LLMResource, QueryRequest
+from assets.common import md_text, preview, progress_logger, stable_fraction, stable_hash, stable_sample
+from resources.llm import LLMResource, QueryRequest, check_failure_share
 from resources.compute import compute_tags
 from resources.prompts import ALL_STYLES, QUERY_STYLES, USER_STYLE, examples_version
 
@@ -113,6 +113,7 @@ def synthetic_queries(context: dg.AssetExecutionContext, chunks: pd.DataFrame, l
                      f"({config.queries_per_chunk} per chunk, {len(requests and set(r.chunk_id for r in requests))} "
                      f"chunks) with {llm.model_id()}; cached responses are not paid again")
     generated, stats = llm.write_queries(requests, progress=progress_logger(context, "synthetic_queries"))
+    check_failure_share(stats, "synthetic_queries", llm.max_failure_share)
     df = queries_frame(generated, chunks)
     reasons = stats.filter_reasons
     df.attrs.update(chunks.attrs)
@@ -127,12 +128,13 @@ def synthetic_queries(context: dg.AssetExecutionContext, chunks: pd.DataFrame, l
         "llm_cache_hits": stats.cache_hits,
         "llm_failures": stats.failures,
         "llm_parse_failures": stats.parse_failures,
+        "llm_parse_retries": stats.parse_retries,       # cached answers that did not parse, asked again
         "filtered": dg.MetadataValue.json(dict(reasons)),
         "failure_examples": dg.MetadataValue.json(stats.failure_examples[:5]),
         "by_style": dg.MetadataValue.json(df["style"].value_counts().to_dict()),
         "model": llm.model_id(),
         "fewshot": f"logged: {examples_version(examples)}" if examples else "generic",
         "fewshot_examples": dg.MetadataValue.md(
-            "\n".join(f"- {q}" for _, q in examples) if examples else "_the three generic examples per style_"),
+            "\n".join(f"- {md_text(q)}" for _, q in examples) if examples else "_the three generic examples per style_"),
         "preview": preview(df[["style", "text", "chunk_id"]], 8),
     })

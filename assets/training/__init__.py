@@ -15,7 +15,7 @@ import pandas as pd
 
 from assets.training.biencoder import TrainSettings, train_biencoder
 from assets.training.version import code_version  # noqa: F401  (re-exported)
-from assets.training.scaffold import mlflow_metric_logger, run_tags
+from assets.training.scaffold import end_killed_training_runs, mlflow_metric_logger, run_tags
 from assets.training.blend import blend_counts, blend_rows
 from assets.training.retrain import retrain_or_reuse
 from resources.compute import compute_tags
@@ -24,7 +24,7 @@ from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
-REGISTERED_BIENCODER = "flywheel-biencoder"
+BIENCODER_KIND = "biencoder"   # registered as mlflow.model_name(corpus, kind): "flywheel-<corpus>-biencoder"
 LOSS_NAMES = {"mnrl": "MultipleNegativesRankingLoss", "margin_mse": "MarginMSELoss"}
 
 
@@ -36,7 +36,7 @@ class TrainConfig(dg.Config):
     interpolation: float = 0.5          # WiSE-FT: 0.5 * tuned + 0.5 * base; 1.0 ships the raw fine-tune
     evals_per_run: int = 4
     seed: int = 42
-    register_model: bool = True         # register the model in the MLflow registry as REGISTERED_BIENCODER
+    register_model: bool = True         # register the model in the MLflow registry (BIENCODER_KIND)
     min_change_to_retrain: float = 0.05  # retrain only when >= 5% of chunks or training queries changed since the
                                          # model in use was trained (assets/training/retrain.py); 0 = every run
     synthetic_weight: float = 1.0       # the blend (assets/training/blend.py): each synthetic train row used this
@@ -45,8 +45,9 @@ class TrainConfig(dg.Config):
 
 def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.DataFrame, embedder: EmbedderResource,
                        mlflow: MLflowResource, workspace: WorkspaceResource, config: TrainConfig, loss: str,
-                       registered_name: str) -> dg.Output[dict]:
-    """Train a bi-encoder from the base model with `loss`, track it in MLflow, register it; the asset's output."""
+                       registered_kind: str) -> dg.Output[dict]:
+    """Train a bi-encoder from the base model with `loss`, track it in MLflow, register it as this corpus's
+    `registered_kind` (mlflow.model_name); the asset's output."""
     import mlflow as mlflow_api
 
     training_triplets = blend_rows(training_triplets, config.synthetic_weight, config.feedback_weight, config.seed)
@@ -56,7 +57,9 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
                              batch_size=config.batch_size * plan.batch_scale, interpolation=config.interpolation,
                              evals_per_run=config.evals_per_run, seed=config.seed, precision=plan.precision, loss=loss)
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
+    registered_name = mlflow.model_name(corpus_name, registered_kind)
     tags = run_tags(context, chunks, embedder.base_model_path(), device, "bi-encoder", loss=loss)
+    killed = end_killed_training_runs(context, mlflow, workspace)   # a kill -9 left them RUNNING
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(embedder.base_model_path(), device=device)
@@ -89,6 +92,7 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
     return dg.Output(value, metadata={
         "mlflow_run": dg.MetadataValue.url(url),
         "mlflow_run_id": run.info.run_id,
+        "killed_runs_ended": len(killed),
         "model_version": str(version),
         "loss": LOSS_NAMES[loss],
         "steps": result.steps,
@@ -109,12 +113,14 @@ def finetuned_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
     """The bi-encoder fine-tuned on the triplets, saved locally and registered in MLflow; skipped (the last
     model kept) when too little changed since it was trained."""
     train_queries = training_triplets.loc[training_triplets["split"] == "train", "query_id"].astype(str)
+    registered = mlflow.model_name(chunks.attrs.get("corpus_name", "corpus"), BIENCODER_KIND)
     return retrain_or_reuse(
         context, workspace.models_dir / "biencoder" / "last_trained.json",
-        {**config.model_dump(exclude={"min_change_to_retrain", "register_model"}), "base_model": embedder.base_model_path()},
+        {**config.model_dump(exclude={"min_change_to_retrain", "register_model"}), "base_model": embedder.base_model_path(),
+         "registered_model": registered},   # a model kept under another name is not a version of this corpus's
         list(chunks["chunk_id"].astype(str)), list(train_queries), config.min_change_to_retrain,
         lambda: train_and_register(context, training_triplets, chunks, embedder, mlflow, workspace, config, "mnrl",
-                                   REGISTERED_BIENCODER))
+                                   BIENCODER_KIND))
 
 
 from assets.training.reranker import finetuned_crossencoder  # noqa: E402,F401  (the reranker: its own module)

@@ -1,5 +1,5 @@
 """The query adapter as an MLflow pyfunc model, so the registry serves it like the other models:
-`mlflow.pyfunc.load_model("models:/flywheel-adapter/<version>").predict(vectors)` takes the BASE model's query
+`mlflow.pyfunc.load_model("models:/flywheel-<corpus>-adapter/<version>").predict(vectors)` takes the BASE model's query
 vectors (an (n, d) array or a DataFrame of d columns; the base model is the version's `base_model` tag) and
 returns the adapted, L2-normalised (n, d) vectors to search the base model's index with."""
 import mlflow.pyfunc

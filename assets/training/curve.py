@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from assets.common import save_figure, stable_fraction
+from assets.common import md_text, save_figure, stable_fraction
 from assets.evaluation.scoring import QuerySet, dense_per_query
 
 METRICS = ["ndcg@10", "recall@10"]
@@ -101,7 +101,7 @@ def summary_markdown(summary: pd.DataFrame, metric: str = "ndcg@10") -> str:
     if summary.empty:
         return "_(no points)_"
     sets = list(dict.fromkeys(summary["query_set"]))
-    lines = [f"| training examples ({metric}) | " + " | ".join(sets) + " |", "|---|" + "---|" * len(sets)]
+    lines = [f"| training examples ({metric}) | " + " | ".join(map(md_text, sets)) + " |", "|---|" + "---|" * len(sets)]
     for (kind, size), rows in summary.groupby(["kind", "size"], sort=False):
         by_set = rows.set_index("query_set")
         cells = []

@@ -19,7 +19,7 @@ from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
-REGISTERED_DISTILLED = "flywheel-biencoder-distilled"
+DISTILLED_KIND = "biencoder-distilled"   # registered as "flywheel-<corpus>-biencoder-distilled"
 
 
 class DistillConfig(TrainConfig):
@@ -39,7 +39,7 @@ def distilled_biencoder(context: dg.AssetExecutionContext, training_triplets: pd
     triplets = training_triplets.copy()
     triplets["label"] = teacher_margins(teacher, triplets)
     out = train_and_register(context, triplets, chunks, embedder, mlflow, workspace, config, "margin_mse",
-                             REGISTERED_DISTILLED)
+                             DISTILLED_KIND)
     margins = np.asarray(triplets["label"], dtype=float)
     return dg.Output({**out.value, "enabled": True, "teacher_run_id": finetuned_crossencoder.get("mlflow_run_id")},
                      metadata={**out.metadata, "teacher_margin_mean": float(margins.mean()) if len(margins) else 0.0,

@@ -41,7 +41,7 @@ from assets.training.curve import (logged_queries_in, logged_subset, mlflow_seri
 from resources.compute import compute_tags
 from resources.device import plan_for
 from resources.embedder import EmbedderResource
-from resources.tracking import MLflowResource
+from resources.tracking import MLflowResource, means_absent
 from resources.workspace import WorkspaceResource
 
 _TRAIN = TrainConfig.model_fields
@@ -77,15 +77,19 @@ def train_point(embedder: EmbedderResource, subset: pd.DataFrame, chunks: pd.Dat
 
 
 def shipped_seed(finetuned_biencoder: dict, mlflow: MLflowResource) -> int | None:
-    """The seed the shipped model was trained with (its value, else its MLflow run's params)."""
+    """The seed the shipped model was trained with (its value, else its MLflow run's params); None when there is
+    no run to ask (no run id, or a run the server does not have). Any other MLflow error is raised, not read as
+    "no seed"."""
     if finetuned_biencoder.get("seed") is not None:
         return int(finetuned_biencoder["seed"])
-    from mlflow.exceptions import MlflowException
-
+    if not finetuned_biencoder.get("mlflow_run_id"):
+        return None
     try:
         seed = mlflow.client().get_run(finetuned_biencoder["mlflow_run_id"]).data.params.get("seed")
-    except (KeyError, MlflowException):
-        return None
+    except Exception as error:
+        if means_absent(error):
+            return None
+        raise
     return int(seed) if seed is not None else None
 
 

@@ -35,7 +35,7 @@ from resources.lance import LanceDBResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
-REGISTERED_ADAPTER = "flywheel-adapter"
+ADAPTER_KIND = "adapter"   # registered as MLflowResource.model_name(corpus, "adapter"): flywheel-<corpus>-adapter
 NOT_A_GATE_CANDIDATE = ("not a promotion-gate candidate: the gate picks the bi-encoder version that fills the "
                         "serving table, and an adapter applies only over the base model's vectors; compare "
                         "dense_adapter / hybrid_adapter with the base rows in the evaluation report")
@@ -52,7 +52,7 @@ class AdapterConfig(dg.Config):
     max_epochs: int = _DEFAULTS.max_epochs
     patience: int = _DEFAULTS.patience
     seed: int = _DEFAULTS.seed
-    register_model: bool = True           # register in the MLflow registry as REGISTERED_ADAPTER
+    register_model: bool = True           # register in the MLflow registry as flywheel-<corpus>-adapter
     min_change_to_retrain: float = 0.05   # as the bi-encoder's: below this share of changed chunks / training
     #                                       queries the last adapter is reused (0 = retrain every run)
     synthetic_weight: float = 1.0         # the blend, as the bi-encoder's: each synthetic train row this many
@@ -64,14 +64,14 @@ class AdapterConfig(dg.Config):
                                max_epochs=self.max_epochs, patience=self.patience, seed=self.seed)
 
 
-def log_adapter_model(mlflow_api, weights_path: str, register: bool):
+def log_adapter_model(mlflow_api, weights_path: str, registered_name: str | None):
     """Log the weights as a pyfunc model (predict: base query vectors -> adapted vectors), registered."""
     from assets.training.adapter_pyfunc import QueryAdapterModel
 
     info = mlflow_api.pyfunc.log_model(name="model", python_model=QueryAdapterModel(),
                                        artifacts={"adapter": weights_path},
                                        pip_requirements=["numpy", "mlflow"],   # listed: inference is numpy only
-                                       registered_model_name=REGISTERED_ADAPTER if register else None)
+                                       registered_model_name=registered_name)
     return getattr(info, "registered_model_version", None)
 
 
@@ -117,6 +117,7 @@ def train_and_register_adapter(context, training_triplets: pd.DataFrame, chunks:
 
     # 2. Train, tracked: per-epoch losses as MLflow metrics (step = epoch), the weights as an artifact and a model
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
+    registered_name = mlflow.model_name(corpus_name, ADAPTER_KIND) if config.register_model else None
     tags = run_tags(context, chunks, base_model, "cpu", "query-adapter", adapter_kind=settings.kind)
     with mlflow.start_run(corpus_name, run_name=f"adapter-{context.run_id[:8]}", tags=tags) as run:
         mlflow_api.log_params({**settings.__dict__, "loss": "InfoNCE(in-batch + hard negative, scale 20)",
@@ -136,13 +137,13 @@ def train_and_register_adapter(context, training_triplets: pd.DataFrame, chunks:
         mlflow_api.log_metrics({"train_seconds": result.seconds, "best_epoch": result.best_epoch, **summary})
         mlflow_api.log_artifact(weights_path)
         mlflow_api.log_artifact(str(plot))
-        version = log_adapter_model(mlflow_api, weights_path, config.register_model)
+        version = log_adapter_model(mlflow_api, weights_path, registered_name)
         url = mlflow.run_url(run)
     k = f"recall@{settings.recall_k}"
     value = {"enabled": True, "kind": settings.kind, "weights_path": weights_path, "model_path": weights_path,
              "base_model": base_model,
              "index_table": baseline_index["table"], "dim": int(mat.shape[1]), "mlflow_run_id": run.info.run_id,
-             "mlflow_run_url": url, "registered_model": REGISTERED_ADAPTER if config.register_model else None,
+             "mlflow_run_url": url, "registered_model": registered_name,
              "model_version": version, "steps": result.steps, "epochs": result.epochs, "best_epoch": result.best_epoch,
              "validation_loss_identity": result.validation_identity.get("loss"),
              "validation_loss_best": result.validation_best.get("loss"),

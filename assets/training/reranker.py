@@ -16,7 +16,7 @@ from assets.splits import split_of
 from assets.training.crossencoder import (RerankerSettings, is_biencoder_folder, load_reranker, reranker_pairs,
                                          train_crossencoder)
 from assets.training.blend import blend_rows
-from assets.training.scaffold import mlflow_metric_logger, run_tags
+from assets.training.scaffold import end_killed_training_runs, mlflow_metric_logger, run_tags
 from assets.training.retrain import retrain_or_reuse
 from resources.device import plan_for
 from resources.compute import compute_tags
@@ -24,7 +24,7 @@ from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
-REGISTERED_CROSSENCODER = "flywheel-crossencoder"
+CROSSENCODER_KIND = "crossencoder"   # registered as mlflow.model_name(corpus, kind): "flywheel-<corpus>-crossencoder"
 
 
 class RerankerConfig(dg.Config):
@@ -39,21 +39,22 @@ class RerankerConfig(dg.Config):
     evals_per_run: int = 4
     seed: int = 42
     relevant_grade: int = 2         # validation: a pair with grade >= this (target >= 2/3) is a positive
-    register_model: bool = True     # register in the MLflow registry as REGISTERED_CROSSENCODER
+    register_model: bool = True     # register in the MLflow registry (CROSSENCODER_KIND)
     min_change_to_retrain: float = 0.05  # as the bi-encoder's (assets/training/retrain.py): a nightly run on an
     #   unchanged corpus reuses the last reranker instead of paying ~10 min of CPU training for the same model
     synthetic_weight: float = 1.0   # the blend, as the bi-encoder's (assets/training/blend.py): synthetic pairs x this,
     feedback_weight: float = 1.0    # logged-feedback pairs x this; 0 leaves an origin out
 
 
-def log_reranker_model(mlflow_api, model_path: str, register: bool):
-    """Log the saved reranker as an MLflow pyfunc model (predict: DataFrame[query, passage] -> scores)."""
+def log_reranker_model(mlflow_api, model_path: str, registered_name: str | None):
+    """Log the saved reranker as an MLflow pyfunc model (predict: DataFrame[query, passage] -> scores), as a
+    version of `registered_name` (None: logged, not registered)."""
     from assets.training.reranker_pyfunc import CrossEncoderModel
 
     info = mlflow_api.pyfunc.log_model(
         name="model", python_model=CrossEncoderModel(), artifacts={"cross_encoder": model_path},
         pip_requirements=["sentence-transformers", "torch", "pandas"],   # listed, not inferred: inference imports
-        registered_model_name=REGISTERED_CROSSENCODER if register else None)
+        registered_model_name=registered_name)
     return getattr(info, "registered_model_version", None)
 
 
@@ -71,9 +72,11 @@ def finetuned_crossencoder(context: dg.AssetExecutionContext, query_splits: pd.D
     pairs = blend_rows(pairs, config.synthetic_weight, config.feedback_weight, config.seed,
                        origin=pairs["origin"].map(lambda o: "feedback" if o.startswith("feedback") else "synthetic"))
     train_queries = sorted(set(pairs.loc[pairs["split"] == "train", "query_id"].astype(str)))
+    registered = mlflow.model_name(chunks.attrs.get("corpus_name", "corpus"), CROSSENCODER_KIND)
     return retrain_or_reuse(
         context, workspace.models_dir / "crossencoder" / "last_trained.json",
-        {**config.model_dump(exclude={"min_change_to_retrain", "register_model"}), "base_model": base},
+        {**config.model_dump(exclude={"min_change_to_retrain", "register_model"}), "base_model": base,
+         "registered_model": registered},   # as the bi-encoder's: a model kept under another name is retrained
         list(chunks["chunk_id"].astype(str)), train_queries, config.min_change_to_retrain,
         lambda: train_reranker(context, pairs, chunks, base, embedder, mlflow, workspace, config))
 
@@ -92,7 +95,9 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
                                 max_length=config.max_length, seed=config.seed, precision=plan.precision)
     model = load_reranker(base, device, config.max_length)
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
+    registered_name = mlflow.model_name(corpus_name, CROSSENCODER_KIND) if config.register_model else None
     tags = run_tags(context, chunks, base, device, "cross-encoder")
+    killed = end_killed_training_runs(context, mlflow, workspace)   # a kill -9 left them RUNNING
     t0 = time.perf_counter()
     with mlflow.start_run(corpus_name, run_name=f"crossencoder-{context.run_id[:8]}", tags=tags) as run:
         counts = pairs.groupby(["split", "origin"]).size()
@@ -103,18 +108,19 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
         result = train_crossencoder(model, pairs, out_dir, settings, on_log=mlflow_metric_logger(mlflow_api))
         seconds = time.perf_counter() - t0
         mlflow_api.log_metric("train_seconds", seconds)
-        version = log_reranker_model(mlflow_api, result.model_path, config.register_model)
+        version = log_reranker_model(mlflow_api, result.model_path, registered_name)
         url = mlflow.run_url(run)
     key = "validation_ndcg@10"
     losses = [h["loss"] for h in result.history if "loss" in h]   # ln 2 = 0.693 throughout: the head learned nothing
     value = {"model_path": result.model_path, "mlflow_run_id": run.info.run_id, "mlflow_run_url": url,
-             "registered_model": REGISTERED_CROSSENCODER if config.register_model else None,
+             "registered_model": registered_name,
              "model_version": version, "base_model": base, "max_length": config.max_length, "steps": result.steps,
              "validation_ndcg@10_before": result.validation_base.get(key),
              "validation_ndcg@10_after": result.validation_final.get(key)}
     return dg.Output(value, metadata={
         "mlflow_run": dg.MetadataValue.url(url),
         "model_version": str(version),
+        "killed_runs_ended": len(killed),
         "n_train_pairs": int((pairs["split"] == "train").sum()),
         "n_validation_pairs": int((pairs["split"] == "validation").sum()),
         "pairs_by_origin": dg.MetadataValue.json({o: int(n) for o, n in pairs["origin"].value_counts().items()}),

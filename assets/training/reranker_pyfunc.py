@@ -1,5 +1,5 @@
 """The fine-tuned reranker as an MLflow pyfunc model, so the registry can serve it like any other model:
-`mlflow.pyfunc.load_model("models:/flywheel-crossencoder/<version>").predict(df)` with `query` and `passage`
+`mlflow.pyfunc.load_model("models:/flywheel-<corpus>-crossencoder/<version>").predict(df)` with `query` and `passage`
 columns returns one relevance score (a logit, higher = more relevant) per row."""
 import mlflow.pyfunc
 

@@ -7,7 +7,7 @@ output it returned, a fingerprint of the training settings and base model, and t
 query ids it saw). The next run compares against it:
 
 - no record, or the recorded model folder is gone           -> train
-- the settings or the base model changed                    -> train
+- the settings, base model or registered model name changed -> train
 - changed = max(share of chunks new or removed, share of training queries new or removed) < threshold
                                                             -> skip: the recorded model is reused, the reason
                                                                is in the asset's metadata and run_stats.json
@@ -55,7 +55,7 @@ def decide_retrain(record: dict | None, chunk_ids: Iterable[str], query_ids: Ite
     if not model_path or not Path(model_path).exists():
         return RetrainDecision(True, f"the earlier model folder {model_path!r} is gone", 1.0)
     if record.get("fingerprint") != fingerprint:
-        return RetrainDecision(True, "the training settings or the base model changed", 1.0)
+        return RetrainDecision(True, "the training settings, the base model or the registered model name changed", 1.0)
     chunks = changed_fraction(record.get("chunk_ids", []), chunk_ids)
     queries = changed_fraction(record.get("query_ids", []), query_ids)
     changed = max(chunks, queries)

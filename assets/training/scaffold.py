@@ -116,3 +116,45 @@ def run_tags(context, chunks, base_model: str, device: str, model_kind: str, **e
     return {"corpus": chunks.attrs.get("corpus_name", "corpus"), "corpus_hash": chunks.attrs.get("corpus_hash", ""),
             "code_version": code_version(), "base_model": base_model, "device": device,
             "dagster_run_id": context.run_id, "model_kind": model_kind, **extra}
+
+
+LIVE_DAGSTER_STATUSES = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+
+
+def end_killed_runs(client, dagster_status: Callable[[str], str | None], models_dir: Path) -> list[str]:
+    """End as KILLED every MLflow run still RUNNING whose Dagster run is over (a `kill -9` mid-training leaves
+    it RUNNING for ever), and delete what it left under models_dir: its scratch checkpoints, and its whole
+    folder when no model was saved. `dagster_status(run_id)` is the Dagster run's status name (None: unknown
+    to this instance, so another deployment's run: left alone). Returns the MLflow run ids ended."""
+    ended = []
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return ended
+    for run in client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        status = dagster_status(run.data.tags.get("dagster_run_id", ""))
+        if status is None or status in LIVE_DAGSTER_STATUSES:
+            continue
+        client.set_terminated(run.info.run_id, status="KILLED")
+        for folder in Path(models_dir).glob(f"*/{run.info.run_id}"):
+            shutil.rmtree(folder / "checkpoints", ignore_errors=True)
+            if not (folder / "model").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+        ended.append(run.info.run_id)
+    return ended
+
+
+def dagster_run_status(instance) -> Callable[[str], str | None]:
+    def status(run_id: str) -> str | None:
+        run = instance.get_run_by_id(run_id) if run_id else None
+        return run.status.value if run is not None else None
+
+    return status
+
+
+def end_killed_training_runs(context, mlflow, workspace) -> list[str]:
+    """end_killed_runs for a training asset: its Dagster instance says which runs are over."""
+    ended = end_killed_runs(mlflow.client(), dagster_run_status(context.instance), workspace.models_dir)
+    if ended:
+        context.log.warning(f"ended {len(ended)} MLflow run(s) left RUNNING by a killed Dagster run, as KILLED, "
+                            f"and removed their checkpoints: {', '.join(ended)}")
+    return ended

@@ -36,3 +36,36 @@ def test_image_metadata_embeds_the_png(tmp_path):
     md = image(png, alt="curve").value
     assert md.startswith("![curve](data:image/png;base64,")
     assert base64.b64decode(md.split(",", 1)[1].rstrip(")")) == png.read_bytes()
+
+
+HOSTILE = "![x](http://evil/x.png) <img src=x onerror=alert(1)> [click](javascript:alert(1))"
+
+
+def test_hostile_text_in_a_table_cell_renders_as_the_text_itself():
+    from assets.common import markdown_table
+    from tests.conftest import render_markdown
+
+    md = markdown_table(pd.DataFrame({"title": [HOSTILE, "On lift: *the* `wing`_tip # 2 | 3\nnext line"],
+                                      "n": [1, 2]}))
+    markup, html = render_markdown(md)
+    assert markup == set(), markup
+    assert "<img" not in html and "<a " not in html and html.count("<tr>") == 3   # header + 2 rows, no cell split
+    # what was typed is what is shown: the markup characters come out as characters
+    assert "![x](http://evil/x.png) &lt;img src=x onerror=alert(1)&gt; [click](javascript:alert(1))" in html
+    assert "On lift: *the* `wing`_tip # 2 | 3 next line" in html
+
+
+def test_md_text_escapes_every_markup_character_and_keeps_plain_words():
+    from assets.common import md_text
+
+    assert md_text("what is the lift of a wing") == "what is the lift of a wing"
+    assert md_text("a\\b `c` *d* _e_ [f](g) !h #i |j ~k <l> &m") == (
+        "a\\\\b \\`c\\` \\*d\\* \\_e\\_ \\[f\\]\\(g\\) \\!h \\#i \\|j \\~k &lt;l&gt; &amp;m")
+    assert md_text("two\n\n# lines") == "two \\# lines"   # one line: no heading, list or block can start
+
+
+def test_a_long_hostile_cell_is_cut_before_it_is_escaped():
+    from assets.common import markdown_table
+
+    md = markdown_table(pd.DataFrame({"t": ["x" * 18 + "<img src=x>"]}), max_chars=20)
+    assert md.splitlines()[-1] == "| " + "x" * 18 + "&lt;…" + " |"   # never half an escape: "&l…" or "\…"

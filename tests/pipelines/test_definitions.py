@@ -6,6 +6,7 @@ import pytest
 
 from pipelines.definitions import build_definitions
 from resources.embedder import EmbedderResource
+from resources.tracking import registered_model_name
 
 TINY_RUN_CONFIG = {
     "ops": {
@@ -16,6 +17,7 @@ TINY_RUN_CONFIG = {
         "finetuned_crossencoder": {"config": {"max_steps": 3, "batch_size": 8, "evals_per_run": 1, "max_length": 64}},
         "learning_curve": {"config": {"sizes": [4, 8], "logged_sizes": [3, 6], "seeds": [0, 1], "batch_size": 8}},
         "query_adapter": {"config": {"batch_size": 8, "max_epochs": 10}},
+        "expanded_index": {"config": {"drop_lowest_fraction": 0.25}},   # doc2query--'s filter too
         "chunker_baselines": {"config": {"chunkers": ["shipped", "tokens-16-4", "sentences-24"]}},   # the tiny
         #   documents (~45 tokens) are one shipped chunk each: these budgets cut them otherwise
     }
@@ -31,9 +33,10 @@ def test_definitions_load_with_job_schedule_and_checks(tmp_path):
     assert {"documents", "human_queries", "chunks", "baseline_index", "synthetic_queries", "relevance_labels",
             "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_crossencoder",
             "finetuned_index", "judge_agreement", "evaluation_report", "learning_curve", "query_adapter",
-            "chunker_baselines"} <= keys
+            "expanded_index", "fusion_weights", "chunker_baselines"} <= keys
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
-    assert {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted", "no_test_query_in_training"} <= checks
+    assert {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted", "no_test_query_in_training",
+            "no_test_query_in_expansion"} <= checks
     assert {"promotion_gate", "serving_index"} <= keys
 
 
@@ -62,7 +65,7 @@ def test_whole_graph_materializes_and_every_check_passes(tiny_run):
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert {c.check_name for c in checks} == {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted",
-                                              "no_test_query_in_training"}
+                                              "no_test_query_in_training", "no_test_query_in_expansion"}
     assert all(c.passed for c in checks)
 
 
@@ -79,7 +82,7 @@ def test_report_has_every_retriever_on_synthetic_and_human_sets(tiny_run):
     for qs in sets.values():
         assert set(qs["retrievers"]) == first | {f"{s}+rerank_finetuned" for s in first} | {
             "hybrid_finetuned+rerank_offtheshelf", "dense_distilled", "hybrid_distilled", "dense_adapter",
-            "hybrid_adapter"}
+            "hybrid_adapter", "bm25_expanded", "hybrid_expanded", "hybrid_learned"}
         upr = qs["retrievers"]["hybrid_finetuned+rerank_offtheshelf"]
         assert upr["rerank_depth"] == 20 and upr["rerank_timed_queries"] == qs["n_queries"]
         assert 0 < upr["rerank_ms_p50"] <= upr["rerank_ms_p95"]
@@ -185,7 +188,9 @@ def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):
     assert "synthetic.test.dense_finetuned.delta_ndcg_at_10" in run.data.metrics
     assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} >= {"plots/synthetic_test.png"}
     assert "loss" in run.data.metrics or any("loss" in k for k in run.data.metrics)
-    versions = client.search_model_versions("name='flywheel-biencoder'")
+    corpus = result.output_for_node("evaluation_report")["corpus"]
+    assert model["registered_model"] == registered_model_name("flywheel", corpus, "biencoder") == f"flywheel-{corpus}-biencoder"
+    versions = client.search_model_versions(f"name='{model['registered_model']}'")   # this corpus's own model
     assert [v.run_id for v in versions] == [model["mlflow_run_id"]]
 
 
@@ -220,9 +225,11 @@ def test_reranker_is_tracked_registered_and_served_from_the_registry(tiny_run):
     run = client.get_run(reranker["mlflow_run_id"])
     assert run.data.tags["model_kind"] == "cross-encoder"
     assert "eval_validation_ndcg_at_10" in run.data.metrics
-    [version] = client.search_model_versions("name='flywheel-crossencoder'")
+    name = registered_model_name("flywheel", result.output_for_node("evaluation_report")["corpus"], "crossencoder")
+    assert reranker["registered_model"] == name
+    [version] = client.search_model_versions(f"name='{name}'")
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
-    served = mlflow.pyfunc.load_model(f"models:/flywheel-crossencoder/{version.version}")
+    served = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
     scores = served.predict(pd.DataFrame({"query": ["a wing", "a wing"], "passage": ["the wing lifts", "cats"]}))
     assert len(scores) == 2 and all(isinstance(x, float) for x in scores)
     verdict = result.output_for_node("evaluation_report")["reranker_verdict"]   # the evaluation's, on the version
@@ -263,6 +270,43 @@ def test_the_adapter_is_trained_registered_and_compared_with_the_base_rows_on_ev
         "hybrid_adapter"]["ndcg@10"] and not any("finetuned" in k for k in own)
 
 
+def test_the_expanded_and_learned_fusion_rows_are_compared_with_their_baselines_and_reported(tiny_run):
+    import pandas as pd
+
+    home, result = tiny_run
+    report = json.loads((home / "reports" / "evaluation.json").read_text())
+    expansion, fusion = result.output_for_node("expanded_index"), result.output_for_node("fusion_weights")
+    assert report["expansion"] == expansion and report["fusion"] == fusion
+    splits, queries = result.output_for_node("query_splits"), result.output_for_node("synthetic_queries")
+    n_test = int(queries["query_id"].map(dict(zip(splits["query_id"], splits["split"]))).eq("test").sum())
+    assert n_test > 0 and expansion["filtered"]["test_split"] == n_test            # every test query left out
+    assert expansion["filtered"]["lowest_scoring"] > 0 and 0 < expansion["chunks_expanded"] <= expansion["queries_used"]
+    assert expansion["queries_used"] == sum(expansion["queries_by_split"].values())
+    val = splits[splits["split"] == "validation"]
+    assert fusion["tuned_on"] == "synthetic/validation" and fusion["n_queries"] == len(val)
+    assert fusion["method"] in ("rrf", "convex") and 0.0 <= fusion["weight_dense"] <= 1.0
+    assert fusion["at_grid_edge"] == (fusion["weight_dense"] in (0.0, 1.0))
+    assert bool(fusion["note"]) == fusion["at_grid_edge"]
+    per_query = pd.read_parquet(home / "reports" / "per_query.parquet")
+    for set_name, qs in report["query_sets"].items():
+        for row, base in (("bm25_expanded", "bm25"), ("hybrid_expanded", "hybrid_base"),
+                          ("hybrid_learned", "hybrid_base")):
+            m = qs["retrievers"][row]
+            assert m["baseline"] == base and m["n_paired"] == qs["n_queries"]
+            assert m["ci95"][0] <= m["delta_ndcg@10"] <= m["ci95"][1]
+            assert m["delta_ndcg@10"] == pytest.approx(m["ndcg@10"] - qs["retrievers"][base]["ndcg@10"], abs=1e-5)
+        if (fusion["method"], fusion["weight_dense"]) == ("rrf", 0.5):   # the fixed RRF picked: the same ranking
+            rows = per_query[per_query["query_set"] == set_name]
+            wide = rows.pivot(index="qid", columns="retriever", values="ndcg@10")
+            assert wide["hybrid_learned"].equals(wide["hybrid_base"])
+    md = (home / "reports" / "evaluation.md").read_text()
+    assert "## Document expansion and learned fusion" in md and "| bm25_expanded | bm25 |" in md
+    assert f"`hybrid_learned`: {fusion['method']} with weight {fusion['weight_dense']:g}" in md
+    [meta] = [m.materialization.metadata for m in result.get_asset_materialization_events()
+              if m.asset_key.to_user_string() == "evaluation_report"]
+    assert fusion["method"] in meta["fusion"].value
+
+
 def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_of_config(tmp_path, monkeypatch):
     from resources.llm import OpenAICompatibleLLMResource
 
@@ -271,6 +315,9 @@ def test_an_endpoint_in_the_environment_switches_the_llm_and_keeps_the_key_out_o
     monkeypatch.setenv("FLYWHEEL_LLM_API_KEY", "secret")
     llm = build_definitions(tmp_path).resources["llm"]
     assert isinstance(llm, OpenAICompatibleLLMResource)
+    assert llm.mode == "json"
+    monkeypatch.setenv("FLYWHEEL_LLM_MODE", "tools")  # endpoints differ in what structured output they honour
+    assert build_definitions(tmp_path).resources["llm"].mode == "tools"
     assert isinstance(llm.api_key, dg.EnvVar) and "secret" not in repr(llm.api_key)
 
 

@@ -41,7 +41,8 @@ def test_accelerated_stage_pods_request_a_gpu_and_memory(graph, asset, profile):
     assert graph.get(__import__("dagster").AssetKey(asset)).pools == {"gpu" if profile == "gpu" else "llm"}
 
 
-@pytest.mark.parametrize("asset", ["chunks", "query_splits", "training_triplets", "query_adapter", "run_stats"])
+@pytest.mark.parametrize("asset", ["chunks", "query_splits", "training_triplets", "query_adapter", "run_stats",
+                                   "expanded_index", "fusion_weights"])
 def test_other_stages_get_the_cpu_profile_and_no_gpu(graph, asset):
     cpu = load_profiles()["cpu"]
     [container] = render_step_job(_op_tags(graph, asset), asset).spec.template.spec.containers

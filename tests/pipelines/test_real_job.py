@@ -6,6 +6,7 @@ import pytest
 
 from assets.corpus.sample import write_sample_corpus
 from pipelines.cli import main
+from resources.tracking import registered_model_name
 
 
 @pytest.mark.slow
@@ -27,7 +28,8 @@ def test_flywheel_run_with_the_real_bundled_models(tmp_path, monkeypatch, capsys
     synthetic = report["query_sets"]["synthetic/test"]
     assert synthetic["kind"] == "synthetic" and synthetic["n_queries"] > 0
     first = {"bm25", "dense_base", "hybrid_base", "dense_finetuned", "hybrid_finetuned"}
-    assert set(synthetic["retrievers"]) == first | {f"{s}+rerank_finetuned" for s in first} | {
+    levers = {"dense_adapter", "hybrid_adapter", "bm25_expanded", "hybrid_expanded", "hybrid_learned"}
+    assert set(synthetic["retrievers"]) == first | levers | {f"{s}+rerank_finetuned" for s in first} | {
         "hybrid_finetuned+rerank_offtheshelf"}
     assert "p_value" in synthetic["retrievers"]["dense_finetuned"]
     # the learning curve's data and plot come out of `flywheel run`, and are in the training run in MLflow
@@ -39,7 +41,7 @@ def test_flywheel_run_with_the_real_bundled_models(tmp_path, monkeypatch, capsys
     artifacts = {a.path for a in client.list_artifacts(report["model"]["mlflow_run_id"])}
     assert "learning_curve.png" in artifacts, artifacts
     # the first trained version was put to the gate against the base model, and the decision recorded
-    tags = client.get_model_version("flywheel-biencoder", "1").tags
+    tags = client.get_model_version(registered_model_name("flywheel", report["corpus"], "biencoder"), "1").tags
     import pickle
 
     gate = pickle.loads((home / "storage" / "promotion_gate").read_bytes())

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from resources.llm import LocalGGUFLLMResource
+from resources.llm_local import LocalGGUFLLMResource   # importable on its own: no cycle through resources.llm
 
 
 class _Saved:

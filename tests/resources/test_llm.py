@@ -1,13 +1,9 @@
 """The LLM resources for real: the local one on a tiny random causal LM built here (so batching, padding,
-scoring and caching really run), the OpenAI-compatible one against a fake HTTP server on 127.0.0.1, and
-one slow test on the real bundled Gemma 3 270M."""
+scoring and caching really run), the OpenAI-compatible one against the fault-injecting endpoint on 127.0.0.1
+(tests/fake_endpoint.py), and one slow test on the real bundled Gemma 3 270M."""
 
-import json
 import math
-import threading
 import time
-from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
 import pytest
@@ -228,183 +224,162 @@ def test_an_asset_gets_the_local_resource_as_an_llm_resource(tiny_lm_dir, tmp_pa
 # ------------------------------------------------------------------------ OpenAI-compatible, fake server
 
 
-class FakeChatServer:
-    """An OpenAI-compatible /v1/chat/completions on 127.0.0.1. The passage text picks the behaviour:
-    RATE429 -> one 429 then success; ERR500 -> one 500 then success; BAD400 -> 400; HANG -> sleeps past the
-    client's timeout; BROKEN -> unparseable content; PLAINGRADE -> "Grade: 2" (not JSON); SLOW -> 0.15 s."""
-
-    def __init__(self):
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        self.counts: Counter = Counter()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.requests.append(body)
-                    server.headers.append({k.lower(): v for k, v in self.headers.items()})
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    status, content = server.respond(body)
-                    if status == 200:
-                        payload = {
-                            "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": body["model"],
-                            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                                         "finish_reason": "stop"}],
-                            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
-                        }  # fmt: skip
-                    else:
-                        payload = {"error": {"message": content, "type": "fake", "code": status}}
-                    data = json.dumps(payload).encode()
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def respond(self, body) -> tuple[int, str]:
-        user = next(m["content"] for m in body["messages"] if m["role"] == "user")  # ours, not a re-ask
-        is_query = '"queries"' in body["messages"][0]["content"]
-        tags = ("RATE429", "ERR500", "BAD400", "HANG", "BROKEN", "PLAINGRADE", "SLOW")
-        tag = next((t for t in tags if t in user), "OK")
-        with self.lock:
-            self.counts[tag] += 1
-            count = self.counts[tag]
-        if tag == "RATE429" and count == 1:
-            return 429, "slow down"
-        if tag == "ERR500" and count == 1:
-            return 500, "overloaded"
-        if tag == "BAD400":
-            return 400, "bad request: model not found"
-        if tag == "HANG":
-            time.sleep(1.5)
-        if tag == "SLOW":
-            time.sleep(0.15)
-        if tag == "BROKEN":
-            return 200, '{"queries": ["never closed' if is_query else '{"verdict": "maybe'
-        if tag == "PLAINGRADE":
-            return 200, "Grade: 2"
-        if is_query:
-            n = int(user.split()[1])  # "Write <n> ..."
-            subject = user.split("Passage:\n", 1)[1].split()[1]
-            return 200, json.dumps({"queries": [f"query {i} about {subject}" for i in range(n)]})
-        if '"name"' in body["messages"][0]["content"]:  # a topic name for a group of queries
-            return 200, json.dumps({"name": f"  about {user.splitlines()[-1][2:]}. "})
-        return 200, json.dumps({"grade": 3, "reason": "answers it"})
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-@pytest.fixture
-def fake_server():
-    server = FakeChatServer()
-    yield server
-    server.close()
-
-
-def _remote(server, tmp_path, **kw) -> OpenAICompatibleLLMResource:
-    defaults = dict(base_url=server.url, model="fake-chat", api_key="sk-test", cache_path=str(tmp_path / "llm.sqlite"),
+def _remote(endpoint, tmp_path, **kw) -> OpenAICompatibleLLMResource:
+    defaults = dict(base_url=endpoint.url, model="fake-chat", api_key="sk-test", cache_path=str(tmp_path / "llm.sqlite"),
                     timeout_s=0.5, max_retries=2, retry_backoff_s=0.01, max_concurrency=4)  # fmt: skip
     return OpenAICompatibleLLMResource(**{**defaults, **kw})
 
 
-def test_remote_writes_queries_and_caches_them(fake_server, tmp_path):
+def test_remote_writes_queries_and_caches_them(faulty_endpoint, tmp_path):
     reqs = [QueryRequest(f"c{i}", f"The {w} passage text here.", "question", n=3) for i, w in enumerate(["first", "2"])]
-    queries, stats = _remote(fake_server, tmp_path).write_queries(reqs)
+    queries, stats = _remote(faulty_endpoint, tmp_path).write_queries(reqs)
     assert [q.text for q in queries[:3]] == ["query 0 about first", "query 1 about first", "query 2 about first"]
     assert (stats.calls, stats.failures, stats.parse_failures, len(queries)) == (2, 0, 0, 6)
     assert {q.model for q in queries} == {"fake-chat"} and queries[0].prompt_version == "chat-query-v1"
-    assert fake_server.headers[0]["authorization"] == "Bearer sk-test"
-    assert fake_server.requests[0]["response_format"] == {"type": "json_object"}
+    assert faulty_endpoint.headers[0]["authorization"] == "Bearer sk-test"
+    assert faulty_endpoint.bodies[0]["response_format"] == {"type": "json_object"}
 
-    again, stats2 = _remote(fake_server, tmp_path).write_queries(reqs)
-    assert (stats2.calls, stats2.cache_hits, len(fake_server.requests)) == (0, 2, 2)
+    again, stats2 = _remote(faulty_endpoint, tmp_path).write_queries(reqs)
+    assert (stats2.calls, stats2.cache_hits, len(faulty_endpoint.bodies)) == (0, 2, 2)
     assert [q.text for q in again] == [q.text for q in queries]
 
 
-def test_remote_retries_429_and_500_then_succeeds(fake_server, tmp_path):
-    reqs = [QueryRequest("a", "The RATE429 passage.", "keywords"), QueryRequest("b", "The ERR500 passage.", "claim")]
-    queries, stats = _remote(fake_server, tmp_path).write_queries(reqs)
-    assert fake_server.counts["RATE429"] == 2 and fake_server.counts["ERR500"] == 2  # one retry each
+def test_remote_retries_429_and_500_then_succeeds(faulty_endpoint, tmp_path):
+    reqs = [QueryRequest("a", "The 429 passage faults=429.", "keywords"), QueryRequest("b", "The 500 passage faults=500.", "claim")]
+    queries, stats = _remote(faulty_endpoint, tmp_path).write_queries(reqs)
+    assert faulty_endpoint.requests_with("faults=429") == faulty_endpoint.requests_with("faults=500") == 2  # one retry each
     assert (stats.calls, stats.failures, len(queries)) == (2, 0, 2)
-    assert [q.text for q in queries] == ["query 0 about RATE429", "query 0 about ERR500"]
+    assert [q.text for q in queries] == ["query 0 about 429", "query 0 about 500"]
 
 
-def test_remote_failures_are_counted_and_skipped_without_losing_good_results(fake_server, tmp_path):
+def test_remote_retries_a_200_whose_body_is_an_html_page(faulty_endpoint, tmp_path):
+    """A proxy's error page sent with status 200 is an outage, not an answer: retried like a 5xx (no re-ask),
+    and when it persists a failure that names the page, not cached, so the next run asks again."""
+    reqs = [QueryRequest("a", "The html passage faults=html.", "question")]
+    queries, stats = _remote(faulty_endpoint, tmp_path, parse_retries=0).write_queries(reqs)
+    assert [q.text for q in queries] == ["query 0 about html"]
+    assert (stats.failures, stats.parse_failures) == (0, 0)
+    assert faulty_endpoint.requests_with("faults=html.") == 2  # the page, then the retry
+
+    always = [JudgeRequest("q", "c", "always faults=html*")]
+    judgments, stats = _remote(faulty_endpoint, tmp_path, max_retries=1).judge(always)
+    assert judgments == [] and (stats.failures, stats.parse_failures) == (1, 0)
+    assert "NonJSONAnswer" in stats.failure_examples[0] and "text/html" in stats.failure_examples[0]
+    assert faulty_endpoint.requests_with("faults=html*") == 2  # 1 + max_retries, and instructor never re-asked
+    _, again = _remote(faulty_endpoint, tmp_path, max_retries=0).judge(always)
+    assert (again.cache_hits, again.failures) == (0, 1)
+
+
+def test_remote_waits_as_long_as_retry_after_says(tmp_path):
+    from tests.fake_endpoint import FaultyChatEndpoint
+
+    endpoint = FaultyChatEndpoint(retry_after=0.4)
+    try:
+        start = time.monotonic()
+        queries, _ = _remote(endpoint, tmp_path, retry_backoff_s=0.01).write_queries(
+            [QueryRequest("a", "The 429 passage faults=429.", "question")])
+        assert time.monotonic() - start >= 0.4 and len(queries) == 1
+    finally:
+        endpoint.close()
+
+
+def test_retry_after_is_read_from_either_header_and_capped():
+    from resources.llm_openai import retry_after_seconds
+
+    assert retry_after_seconds({"retry-after-ms": "250", "retry-after": "3"}) == 0.25
+    assert retry_after_seconds({"Retry-After": "2"}) == 2.0
+    assert retry_after_seconds({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None  # a date: not read
+    assert retry_after_seconds({}) is None
+
+
+def test_remote_failures_are_counted_and_skipped_without_losing_good_results(faulty_endpoint, tmp_path):
     reqs = [
         QueryRequest("good", "The fine passage.", "question", 2),
-        QueryRequest("hang", "The HANG passage.", "question", 1),
-        QueryRequest("bad", "The BAD400 passage.", "question", 1),
-        QueryRequest("broken", "The BROKEN passage.", "question", 1),
+        QueryRequest("hang", "The hang passage faults=hang*.", "question", 1),
+        QueryRequest("bad", "The 400 passage faults=400*.", "question", 1),
+        QueryRequest("broken", "The broken passage faults=schema*.", "question", 1),
     ]
     start = time.monotonic()
-    queries, stats = _remote(fake_server, tmp_path, max_retries=1).write_queries(reqs)
+    queries, stats = _remote(faulty_endpoint, tmp_path, max_retries=1).write_queries(reqs)
     assert time.monotonic() - start < 10
     assert [q.text for q in queries] == ["query 0 about fine", "query 1 about fine"]
     assert stats.failures == 2 and stats.parse_failures == 1 and stats.calls == 4
-    assert fake_server.counts["HANG"] == 2  # timed out, retried once, timed out again
-    assert fake_server.counts["BAD400"] == 1  # a client error is not retried
-    assert fake_server.counts["BROKEN"] == 2  # instructor re-asked once (parse_retries=1)
+    assert faulty_endpoint.requests_with("faults=hang") == 2  # timed out, retried once, timed out again
+    assert faulty_endpoint.requests_with("faults=400") == 1  # a client error is not retried
+    assert faulty_endpoint.requests_with("faults=schema") == 2  # instructor re-asked once (parse_retries=1)
     assert any("APITimeoutError" in e for e in stats.failure_examples)
     assert any("400" in e for e in stats.failure_examples)
 
-    # failures are not cached (they are retried next run); the broken answer is (it was paid for)
-    _, stats2 = _remote(fake_server, tmp_path, max_retries=0, timeout_s=0.2).write_queries(reqs)
-    assert (stats2.cache_hits, stats2.calls, stats2.parse_failures) == (2, 2, 1)
-    assert fake_server.counts["BROKEN"] == 2
+    # failures are not cached (they are retried next run); the broken answer is (it was paid for), but as
+    # unusable: it is asked again next run, up to parse_attempts answers in all
+    _, stats2 = _remote(faulty_endpoint, tmp_path, max_retries=0, timeout_s=0.2).write_queries(reqs)
+    assert (stats2.cache_hits, stats2.calls, stats2.parse_retries, stats2.parse_failures) == (1, 3, 1, 1)
+    assert faulty_endpoint.requests_with("faults=schema") == 4
 
 
-def test_remote_judge_grades_and_tolerates_plain_text(fake_server, tmp_path):
+def test_a_schema_violating_answer_does_not_stick_a_home(faulty_endpoint, tmp_path):
+    """The endpoint broke for a while (schema-violating JSON twice, so instructor's re-ask failed too), then
+    recovered: the next run asks again and keeps the good answer; the one after pays nothing."""
+    reqs = [JudgeRequest("q1", "c1", "The flaky passage faults=schema+schema."), JudgeRequest("q2", "c2", "fine")]
+    first, s1 = _remote(faulty_endpoint, tmp_path).judge(reqs)
+    assert [j.chunk_id for j in first] == ["c2"] and (s1.parse_failures, s1.requested) == (1, 2)
+    second, s2 = _remote(faulty_endpoint, tmp_path).judge(reqs)
+    assert [j.chunk_id for j in second] == ["c1", "c2"]
+    assert (s2.calls, s2.cache_hits, s2.parse_retries, s2.parse_failures) == (1, 1, 1, 0)
+    third, s3 = _remote(faulty_endpoint, tmp_path).judge(reqs)
+    assert (s3.calls, s3.cache_hits, len(third)) == (0, 2, 2)
+    assert faulty_endpoint.requests_with("faults=schema+schema") == 3 and not faulty_endpoint.paid_twice()
+
+
+def test_remote_judge_grades_and_tolerates_plain_text(faulty_endpoint, tmp_path):
     reqs = [
         JudgeRequest("q1", "c1", "The fine passage."),
-        JudgeRequest("q2", "c2", "The PLAINGRADE passage."),
-        JudgeRequest("q3", "c3", "The BROKEN passage."),
+        JudgeRequest("q2", "c2", "The plain passage faults=plain*."),
+        JudgeRequest("q3", "c3", "The broken passage faults=schema*."),
     ]
-    judgments, stats = _remote(fake_server, tmp_path, parse_retries=0).judge(reqs)
+    judgments, stats = _remote(faulty_endpoint, tmp_path, parse_retries=0).judge(reqs)
     assert [(j.chunk_id, j.grade, j.score) for j in judgments] == [("c1", 3, 3.0), ("c2", 2, 2.0)]
     assert stats.parse_failures == 1 and stats.failures == 0
     assert {j.judge for j in judgments} == {"chat:fake-chat"}
-    assert fake_server.requests[0]["temperature"] == 0.0
+    assert faulty_endpoint.bodies[0]["temperature"] == 0.0
 
 
-def test_remote_names_topics_once_and_the_local_default_names_none(fake_server, tmp_path):
-    groups = [["wing stall", "stall angle"], ["nozzle throat"], ["a BROKEN answer"]]
-    names, stats = _remote(fake_server, tmp_path, parse_retries=0).name_topics(groups)
+def test_remote_names_topics_once_and_the_local_default_names_none(faulty_endpoint, tmp_path):
+    groups = [["wing stall", "stall angle"], ["nozzle throat"], ["a faults=schema* answer"]]
+    names, stats = _remote(faulty_endpoint, tmp_path, parse_retries=0).name_topics(groups)
     assert names == ["about stall angle", "about nozzle throat", None]
     assert (stats.calls, stats.parse_failures) == (3, 1)
-    assert "wing stall" in fake_server.requests[0]["messages"][1]["content"]
-    again, stats2 = _remote(fake_server, tmp_path).name_topics(groups)
-    assert again == names and (stats2.calls, stats2.cache_hits) == (0, 3)
+    assert any("wing stall" in body["messages"][1]["content"] for body in faulty_endpoint.bodies)  # any order
+    again, stats2 = _remote(faulty_endpoint, tmp_path).name_topics(groups)
+    assert again == names and (stats2.calls, stats2.cache_hits, stats2.parse_retries) == (1, 2, 1)  # the bad one
     local = LocalGGUFLLMResource(cache_path="", model_path=str(tmp_path / "nope.gguf"))   # never loaded
     assert local.name_topics(groups)[0] == [None, None, None] and local.name_topics(groups)[1].calls == 0
 
 
-def test_remote_concurrency_is_bounded(fake_server, tmp_path):
-    reqs = [QueryRequest(f"c{i}", f"The SLOW passage {i}.", "question", 1) for i in range(8)]
-    queries, stats = _remote(fake_server, tmp_path, max_concurrency=2).write_queries(reqs)
+def test_remote_concurrency_is_bounded(faulty_endpoint, tmp_path):
+    reqs = [QueryRequest(f"c{i}", f"The slow passage {i} faults=slow*.", "question", 1) for i in range(8)]
+    queries, stats = _remote(faulty_endpoint, tmp_path, max_concurrency=2).write_queries(reqs)
     assert len(queries) == 8 and stats.failures == 0
-    assert fake_server.max_in_flight == 2
+    assert faulty_endpoint.max_in_flight == 2
+
+
+@pytest.mark.parametrize("mode, asks_with", [
+    ("json", "response_format"), ("json_schema", "response_format"), ("tools", "tools"), ("md_json", None)])
+def test_every_instructor_mode_writes_and_judges_through_faults(faulty_endpoint, tmp_path, mode, asks_with):
+    """Each mode asks the way it should (the fake answers in kind: a tool call, a ```json fence, plain JSON),
+    and its raw answers parse, after a 429, an HTML page and a schema violation."""
+    llm = _remote(faulty_endpoint, tmp_path, mode=mode)
+    queries, qs = llm.write_queries([QueryRequest("a", "The wing passage faults=429+html.", "question", 2)])
+    judgments, js = llm.judge([JudgeRequest("q", "c", "The judged passage faults=schema.")])
+    assert [q.text for q in queries] == ["query 0 about wing", "query 1 about wing"]
+    assert [(j.grade, j.cached) for j in judgments] == [(3, False)]  # instructor's re-ask got the good answer
+    assert (qs.failures, qs.parse_failures, js.failures, js.parse_failures) == (0, 0, 0, 0)
+    body = faulty_endpoint.bodies[-1]
+    for key in ("response_format", "tools"):
+        assert (key in body) == (key == asks_with), (mode, sorted(body))
+    if mode == "json_schema":
+        assert body["response_format"]["type"] == "json_schema"
+    assert not faulty_endpoint.paid_twice()
 
 
 def test_remote_rejects_an_unknown_mode(tmp_path):
@@ -435,3 +410,14 @@ def test_real_gemma_writes_queries_and_prefers_the_source_passage(tmp_path):
     assert all(math.isfinite(j.score) for j in judgments)
     assert by_chunk["wing"].score > max(by_chunk[c].score for c in ("heat", "shock", "jet")), judgments
     assert by_chunk["wing"].grade == 3
+
+
+def test_each_backend_module_imports_on_its_own_with_no_cycle():
+    """resources.llm_local / llm_openai import the base types from resources.llm_base, never the facade that
+    imports them: each loads first in a fresh interpreter (it failed with a circular ImportError before)."""
+    import subprocess
+    import sys
+
+    for module in ("resources.llm_local", "resources.llm_openai", "resources.llm_base"):
+        done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-500:]

@@ -73,9 +73,9 @@ def test_put_then_get_many_returns_only_present_keys(tmp_path):
 def test_rows_hold_the_documented_columns(tmp_path):
     path = tmp_path / "c.sqlite"
     LLMCache(path).put("k", "raw text", kind="judge", model="gemma", prompt_version="ql-v1")
-    columns = "key, kind, model, prompt_version, response, created_at"
+    columns = "key, kind, model, prompt_version, response, created_at, attempts"
     row = sqlite3.connect(path).execute(f"SELECT {columns} FROM llm_responses").fetchone()
-    assert row[:5] == ("k", "judge", "gemma", "ql-v1", "raw text") and row[5] > 1.6e9
+    assert row[:5] == ("k", "judge", "gemma", "ql-v1", "raw text") and row[5] > 1.6e9 and row[6] == 1
 
 
 def test_get_many_handles_more_keys_than_sqlite_binds(tmp_path):
@@ -184,15 +184,43 @@ def test_a_crash_mid_batch_keeps_what_was_done(tmp_path):
     assert len(queries) == 6
 
 
-def test_raw_responses_are_stored_before_parsing(tmp_path):
+def test_raw_responses_are_stored_before_parsing_and_an_unparseable_one_is_asked_again(tmp_path):
     path = str(tmp_path / "c.sqlite")
     queries, stats = CountingLLMResource(cache_path=path, raw_override="   \n").write_queries(_requests(1))
     assert queries == [] and stats.parse_failures == 2
-    stored = sqlite3.connect(path).execute("SELECT response FROM llm_responses").fetchall()
-    assert stored == [("   \n",), ("   \n",)]  # the unparseable raw answers were kept
-    rerun = CountingLLMResource(cache_path=path, raw_override="never used")
-    _, again = rerun.write_queries(_requests(1))
-    assert (again.calls, again.cache_hits, again.parse_failures) == (0, 2, 2)
+    stored = sqlite3.connect(path).execute("SELECT response, attempts FROM llm_responses").fetchall()
+    assert stored == [("   \n", 1), ("   \n", 1)]  # the unparseable raw answers were kept, as one attempt each
+    rerun = CountingLLMResource(cache_path=path)  # the endpoint answers well now
+    queries, again = rerun.write_queries(_requests(1))
+    assert (again.calls, again.cache_hits, again.parse_retries, again.parse_failures) == (2, 0, 2, 0)
+    assert len(queries) == 2  # not stuck on the bad answers until the cache is deleted
+    _, third = CountingLLMResource(cache_path=path, raw_override="never used").write_queries(_requests(1))
+    assert (third.calls, third.cache_hits, third.parse_retries) == (0, 2, 0)
+
+
+def test_an_unparseable_answer_is_asked_again_at_most_parse_attempts_times(tmp_path):
+    path = str(tmp_path / "c.sqlite")
+    seen = []
+    for _ in range(4):
+        llm = CountingLLMResource(cache_path=path, raw_override="", parse_attempts=3)
+        _, stats = llm.write_queries(_requests(1))
+        seen.append((stats.calls, stats.cache_hits, stats.parse_retries, stats.parse_failures))
+    assert seen == [(2, 0, 0, 2), (2, 0, 2, 2), (2, 0, 2, 2), (0, 2, 0, 2)]  # 3 answers paid for, then final
+    assert sqlite3.connect(path).execute("SELECT DISTINCT attempts FROM llm_responses").fetchall() == [(3,)]
+
+
+def test_an_older_cache_without_attempts_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE llm_responses (key TEXT PRIMARY KEY, kind TEXT NOT NULL, model TEXT NOT NULL, "
+                 "prompt_version TEXT NOT NULL, response TEXT NOT NULL, created_at REAL NOT NULL)")
+    conn.execute("INSERT INTO llm_responses VALUES ('k', 'judge', 'm', 'v', 'raw', 1.0)")
+    conn.commit()
+    conn.close()
+    cache = LLMCache(path)
+    assert cache.get_entries(["k", "missing"]) == {"k": ("raw", 1)}
+    cache.put("k", "new", kind="judge", model="m", prompt_version="v", attempts=2)
+    assert LLMCache(path).get_entries(["k"]) == {"k": ("new", 2)} and LLMCache(path).get("k") == "new"
 
 
 def test_judge_scores_are_cached_too(tmp_path):
@@ -224,3 +252,21 @@ def test_call_stats_keep_a_few_failure_examples():
         stats.add_failure(TimeoutError(f"slow {i}"))
     assert stats.failures == 9 and stats.failure_examples[0] == "TimeoutError: slow 0"
     assert len(stats.failure_examples) == 5
+
+
+def test_a_batch_that_mostly_failed_stops_its_stage_with_what_to_do():
+    from resources.llm import TooManyLLMFailures, check_failure_share
+
+    stats = CallStats(requested=10, calls=10, failures=4, parse_failures=2)
+    stats.add_failure(TimeoutError("slow"))
+    assert stats.lost == 7 and stats.failure_share == 0.7
+    with pytest.raises(TooManyLLMFailures) as err:
+        check_failure_share(stats, "relevance_labels", 0.5)
+    message = str(err.value)
+    assert message.startswith("relevance_labels: 7 of 10 LLM calls gave nothing usable (5 failed after retries, "
+                              "2 unreadable answers), 70% > max_failure_share 50%")
+    assert "The 3 usable answers are in the LLM cache: rerun" in message and "TimeoutError: slow" in message
+    assert "--llm-max-failure-share" in message
+    check_failure_share(stats, "relevance_labels", 0.7)                          # at the limit: goes on
+    check_failure_share(CallStats(requested=4, cache_hits=4), "s", 0.0)          # nothing lost
+    check_failure_share(CallStats(), "s", 0.0)                                   # nothing asked

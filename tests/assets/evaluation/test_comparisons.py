@@ -12,6 +12,7 @@ from assets.evaluation.comparisons import (add_comparisons, baseline_of, compare
     ("dense_finetuned", "dense_base"), ("hybrid_finetuned", "hybrid_base"),
     ("dense_distilled", "dense_base"), ("hybrid_distilled", "hybrid_base"),
     ("dense_adapter", "dense_base"), ("hybrid_adapter", "hybrid_base"),
+    ("bm25_expanded", "bm25"), ("hybrid_expanded", "hybrid_base"), ("hybrid_learned", "hybrid_base"),
     ("hybrid_finetuned+rerank_offtheshelf", "hybrid_finetuned"), ("bm25+rerank_finetuned", "bm25"),
     ("something_new", None),
 ])
@@ -126,3 +127,51 @@ def test_reranker_verdict_ships_a_reranker_better_on_every_judged_set_and_falls_
     assert v["ship"] is True and v["judged_on"] == "synthetic"
     assert "vs_offtheshelf" not in v["sets"]["synthetic/test"] and "ship it" in reranker_verdict_markdown(v)
     assert reranker_verdict({"query_sets": {}}, per_query.iloc[:0])["ship"] is False
+
+
+def test_a_hostile_query_set_name_is_text_in_the_tables():
+    """Human set names come from the corpus's qrels file names: they render as typed, never as markup."""
+    from tests.conftest import render_markdown
+
+    name = "human/[x](javascript:alert(1))<b>"
+    base = np.random.default_rng(2).uniform(0, 0.5, 10)
+    per_query = pd.concat([_rows({"bm25": base, "dense_base": base + 0.1, "bm25+rerank_finetuned": base + 0.2},
+                                 query_set=name)])
+    report = _report(per_query, {name: "human"})
+    for md in (comparisons_markdown(report), reranker_verdict_markdown(reranker_verdict(report, per_query, 500))):
+        markup, html = render_markdown(md)
+        assert markup <= {"strong_open"} and "human/[x](javascript:alert(1))&lt;b&gt;" in html, md   # bold: ours
+
+
+def test_reranker_verdict_does_not_compare_against_a_row_that_lost_pairs():
+    """The off-the-shelf (LLM) reranker lost pairs to failed calls on the best stage: that comparison is
+    skipped and said so, not reported as a win over a weakened row; a weakened fine-tuned row is not judged."""
+    rng = np.random.default_rng(2)
+    first = rng.uniform(0.3, 0.7, 30)
+    per_query = _rows({"bm25": first - 0.1, "hybrid_finetuned": first,
+                       "bm25+rerank_finetuned": first, "hybrid_finetuned+rerank_finetuned": first + 0.1,
+                       "hybrid_finetuned+rerank_offtheshelf": first - 0.05}, query_set="human")
+    report = _report(per_query, {"human": "human"})
+    rows = report["query_sets"]["human"]["retrievers"]
+    rows["hybrid_finetuned+rerank_offtheshelf"]["rerank_failures"] = 7
+    v = reranker_verdict(report, per_query, resamples=2000)
+    e = v["sets"]["human"]
+    assert e["first_stage"] == "hybrid_finetuned" and "vs_offtheshelf" not in e
+    assert e["skipped"] == {"hybrid_finetuned+rerank_offtheshelf": 7}
+    assert "skipped hybrid_finetuned+rerank_offtheshelf (7 pairs lost to reranker failures)" in v["reason"]
+    assert "lost 7 pairs" in reranker_verdict_markdown(v)
+
+    rows["hybrid_finetuned+rerank_finetuned"]["rerank_failures"] = 2          # now the best stage's own row
+    v = reranker_verdict(report, per_query, resamples=2000)
+    assert v["sets"]["human"]["first_stage"] == "bm25"                        # judged where it was whole
+    assert v["sets"]["human"]["skipped"]["hybrid_finetuned+rerank_finetuned"] == 2
+    rows["bm25+rerank_finetuned"]["rerank_failures"] = 1
+    v = reranker_verdict(report, per_query, resamples=2000)
+    assert v["ship"] is False and v["sets"] == {} and "every fine-tuned reranker row lost pairs" in v["reason"]
+
+
+def test_the_comparisons_table_marks_a_weakened_reranked_row():
+    report = {"query_sets": {"a": {"retrievers": {
+        "bm25+rerank_offtheshelf": {"baseline": "bm25", "delta_ndcg@10": -0.1, "ci95": [-0.2, -0.05], "p_value": 0.01,
+                                    "n_paired": 9, "rerank_failures": 4}}}}}
+    assert "| worse (4 pairs unscored: reranker failures) |" in comparisons_markdown(report)

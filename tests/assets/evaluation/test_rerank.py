@@ -63,3 +63,32 @@ def test_llm_reranker_uses_the_judge_score_and_counts_cached_calls_as_unmeasured
     scored = score_candidates(reranker, ["q"], ["wing lift"], {"q": ["c1", "c2"]}, {"c1": "wing lift", "c2": "cats"})
     assert scored.scores["q"]["c1"] > scored.scores["q"]["c2"]
     assert "q" in scored.ms_per_pair
+
+
+def test_a_reranked_row_says_how_many_of_its_pairs_the_reranker_lost(faulty_endpoint, tmp_path):
+    """The chat judge as the off-the-shelf reranker, with one passage whose every call fails: the pair is left
+    unscored (first-stage order, below the scored ones), and each row that had it in its top k counts it."""
+    from resources.llm import OpenAICompatibleLLMResource
+
+    llm = OpenAICompatibleLLMResource(base_url=faulty_endpoint.url, model="m", cache_path=str(tmp_path / "c.sqlite"),
+                                      timeout_s=0.5, max_retries=1, retry_backoff_s=0.01)
+    chunk_text = {"c1": "wing lift", "c2": "cats faults=500*", "c3": "wing lift drag", "c4": "dogs"}
+    index = FakeIndex({"bm25": ["c2", "c1", "c4", "c3"], "dense": ["c1", "c3", "c2", "c4"]})
+    systems = {"bm25": (index, "bm25", None), "dense_base": (index, "dense", None)}
+    query_set = QuerySet("s", "synthetic", {"q": "wing lift drag"}, {"q": {"c3": 1}}, None)
+    reranker = LLMReranker(llm, name="chat")
+    entry, _ = evaluate_query_set(query_set, systems, lambda texts, path: [None] * len(texts),
+                                  [("rerank_offtheshelf", reranker, ["bm25", "dense_base"])], chunk_text, rerank_depth=2)
+    r = entry["retrievers"]
+    assert r["bm25+rerank_offtheshelf"]["rerank_failures"] == 1         # c2 is in bm25's top 2
+    assert r["dense_base+rerank_offtheshelf"]["rerank_failures"] == 0   # not in dense's
+    assert reranker.failures == 1 and "rerank_failures" not in r["bm25"]
+
+
+def test_a_cross_encoder_row_has_no_rerank_failures():
+    chunk_text = {"c1": "wing lift", "c2": "cats"}
+    index = FakeIndex({"bm25": ["c2", "c1"]})
+    query_set = QuerySet("s", "synthetic", {"q": "wing lift"}, {"q": {"c1": 1}}, None)
+    entry, _ = evaluate_query_set(query_set, {"bm25": (index, "bm25", None)}, lambda t, p: [None] * len(t),
+                                  [("rerank_x", CountingReranker(), ["bm25"])], chunk_text, rerank_depth=2)
+    assert entry["retrievers"]["bm25+rerank_x"]["rerank_failures"] == 0

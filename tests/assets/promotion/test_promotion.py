@@ -11,10 +11,11 @@ import pytest
 from assets.corpus.readers import HumanQuerySet
 from assets.indices import BASELINE_TABLE, build_index
 from assets.promotion import PromotionConfig, champion_is_vetted, promotion_gate, serving_index
+from assets.training import BIENCODER_KIND, TrainConfig, finetuned_biencoder
 from assets.training.biencoder import TrainSettings, train_biencoder
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
-from resources.tracking import MLflowResource
+from resources.tracking import MLflowResource, RegistryUnavailable
 from resources.workspace import WorkspaceResource
 from tests.conftest import tiny_documents
 
@@ -56,15 +57,30 @@ def trained_version(world, shift: int) -> dict:
             "mlflow_run_id": run.info.run_id, "mlflow_run_url": ""}
 
 
-def gate(world, candidate: dict) -> dict:
+def registered(world, model_path: str, name: str) -> dict:
+    """A saved model logged as a new version of `name` (no training), in the shape of finetuned_biencoder."""
+    import mlflow as mlflow_api
+    from sentence_transformers import SentenceTransformer
+
+    r = world[-1]
+    with r["mlflow"].start_run("tiny", run_name="copy") as run:
+        info = mlflow_api.sentence_transformers.log_model(
+            SentenceTransformer(model_path, device="cpu"), name="model", registered_model_name=name,
+            pip_requirements=["sentence-transformers"])   # listed, not inferred: inferring loads the model again
+    return {"model_path": model_path, "registered_model": name, "model_version": info.registered_model_version,
+            "mlflow_run_id": run.info.run_id, "mlflow_run_url": ""}
+
+
+def gate(world, candidate: dict, config: PromotionConfig | None = None, **resources) -> dict:
     _, chunks, human, splits, _, r = world
+    r = {**r, **resources}
     triplets = pd.DataFrame(columns=["query_id", "split", "anchor", "positive_chunk_id", "origin"])   # no feedback
     build_index(dg.build_asset_context(), chunks, r["embedder"], r["lancedb"], "chunks_finetuned",
                 candidate["model_path"])   # as finetuned_index does for each new model
     out = promotion_gate(dg.build_asset_context(), chunks=chunks, query_splits=splits, human_queries=human,
                          training_triplets=triplets,
                          finetuned_biencoder=candidate, baseline_index={"table": BASELINE_TABLE},
-                         finetuned_index={"table": "chunks_finetuned"}, config=PromotionConfig(resamples=2000),
+                         finetuned_index={"table": "chunks_finetuned"}, config=config or PromotionConfig(resamples=2000),
                          **r)
     return out.value
 
@@ -104,3 +120,152 @@ def test_a_better_model_is_promoted_and_a_deliberately_worse_one_is_not(world):
     tampered = {**second, "champion": {"version": worse["model_version"], "what": "version 2"}}
     check = champion_is_vetted(promotion_gate=tampered, mlflow=r["mlflow"])
     assert not check.passed and "aliased by hand" in check.description
+
+
+
+def outage(monkeypatch, failures: int | None = None):
+    """The registry answers the next `failures` alias reads (all, if None) with a 503, whichever call is made."""
+    import mlflow as mlflow_api
+    from mlflow.exceptions import RestException
+
+    error = RestException({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "the registry database is restarting"})
+    failed = []
+    for method in ("get_registered_model", "get_model_version_by_alias"):
+        real = getattr(mlflow_api.MlflowClient, method)
+
+        def read(self, *args, _real=real, **kwargs):
+            if failures is None or len(failed) < failures:
+                failed.append(args)
+                raise error
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(mlflow_api.MlflowClient, method, read)
+    return failed
+
+
+def champion_and_candidate(world, name: str) -> tuple[dict, dict]:
+    """Version 1 of `name` promoted by the gate and aliased, version 2 a new candidate (both the base weights)."""
+    r, base = world[-1], world[-1]["embedder"].base_model_path()
+    champion = registered(world, base, name)
+    r["mlflow"].tag_version(name, champion["model_version"], {"flywheel.gate": "promoted"})
+    r["mlflow"].set_alias(name, champion["model_version"])
+    return champion, registered(world, base, name)
+
+
+def test_a_registry_that_cannot_say_who_the_champion_is_stops_the_gate_before_it_changes_anything(world, monkeypatch):
+    r = world[-1]
+    name = "flywheel-down-biencoder"   # its own registered model: no other test's alias
+    champion, candidate = champion_and_candidate(world, name)
+    outage(monkeypatch)
+    flaky = MLflowResource(tracking_uri=r["mlflow"].tracking_uri, registry_attempts=2, registry_backoff_s=0.0)
+    with pytest.raises(RegistryUnavailable, match=f"which version of '{name}' carries the alias 'champion'.*"
+                                                  "TEMPORARILY_UNAVAILABLE.*Nothing was changed"):
+        gate(world, candidate, mlflow=flaky)
+    monkeypatch.undo()
+    assert r["mlflow"].alias_version(name).version == champion["model_version"]        # the alias did not move
+    assert "flywheel.gate" not in r["mlflow"].version_tags(name, candidate["model_version"])   # nothing decided
+
+
+def test_a_registry_error_that_passes_is_retried_and_the_candidate_meets_the_real_champion(world, monkeypatch):
+    r = world[-1]
+    name = "flywheel-blip-biencoder"
+    champion, candidate = champion_and_candidate(world, name)
+    assert len(outage(monkeypatch, failures=1)) == 0
+    decided = gate(world, candidate, mlflow=MLflowResource(tracking_uri=r["mlflow"].tracking_uri, registry_backoff_s=0.0))
+    # not "against the base model": a passing 503 used to read as "no version promoted yet"
+    assert f"(against the champion, version {champion['model_version']})" in decided["reason"], decided["reason"]
+    assert decided["previous_champion"]["version"] == str(champion["model_version"])
+    assert decided["champion"]["version"] == str(champion["model_version"])
+
+
+def trained_in_corpus(world, corpus: str, mlflow: MLflowResource | None = None, min_change: float = 0.0) -> dict:
+    """finetuned_biencoder on the tiny corpus named `corpus`, in its own home (2 steps: a version, not a good one)."""
+    home, chunks, _, _, queries, r = world
+    texts = list(chunks["text"])
+    triplets = pd.DataFrame([{"query_id": qid, "anchor": q, "positive": texts[i], "negative": texts[(i + 7) % len(texts)],
+                              "positive_chunk_id": chunks["chunk_id"][i], "split": "train", "origin": "synthetic"}
+                             for i, (qid, q) in enumerate(queries.items())])
+    corpus_chunks = chunks.copy()
+    corpus_chunks.attrs["corpus_name"] = corpus
+    config = TrainConfig(max_steps=2, batch_size=8, evals_per_run=1, min_change_to_retrain=min_change)
+    return finetuned_biencoder(dg.build_asset_context(), training_triplets=triplets, chunks=corpus_chunks,
+                               embedder=r["embedder"], mlflow=mlflow or r["mlflow"], config=config,
+                               workspace=WorkspaceResource(home=str(home / corpus))).value
+
+
+def test_two_corpora_on_one_registry_have_two_champions(world):
+    """Corpus A and corpus B tracked on one MLflow server, each trained by finetuned_biencoder in its own home:
+    promoting A's candidate must not move B's champion (one global registered model name shared one alias)."""
+    r = world[-1]
+    b = trained_in_corpus(world, "corpus-b")
+    assert b["registered_model"] == r["mlflow"].model_name("corpus-b", BIENCODER_KIND) == "flywheel-corpus-b-biencoder"
+    r["mlflow"].tag_version(b["registered_model"], b["model_version"], {"flywheel.gate": "promoted"})
+    r["mlflow"].set_alias(b["registered_model"], b["model_version"])   # B's champion
+
+    a = trained_in_corpus(world, "corpus-a")
+    assert a["registered_model"] == "flywheel-corpus-a-biencoder"
+    decided = gate(world, a, config=PromotionConfig(resamples=200, min_gain=-1.0, guard_tolerance=1.0))   # promote
+    assert decided["decision"] == "promoted" and "no version promoted yet" in decided["reason"]   # A had no champion
+    assert r["mlflow"].alias_version(a["registered_model"]).version == a["model_version"]
+    assert r["mlflow"].alias_version(b["registered_model"]).version == b["model_version"]   # B's did not move
+    b_gate = {"registered_model": b["registered_model"], "decision": "promoted",
+              "champion": {"version": b["model_version"], "what": f"version {b['model_version']}"}}
+    assert champion_is_vetted(promotion_gate=b_gate, mlflow=r["mlflow"]).passed   # B still serves its vetted one
+
+
+def test_a_kept_model_registered_under_another_name_is_retrained_not_reused(world):
+    r = world[-1]
+    first = trained_in_corpus(world, "corpus-c", min_change=0.05)
+    again = trained_in_corpus(world, "corpus-c", min_change=0.05)   # nothing changed: the model is kept
+    assert again["retrained"] is False and again["registered_model"] == first["registered_model"]
+    renamed = MLflowResource(tracking_uri=r["mlflow"].tracking_uri, registry_project="corpus-c-renamed")
+    moved = trained_in_corpus(world, "corpus-c", mlflow=renamed, min_change=0.05)
+    assert moved["retrained"] is True and "registered model name changed" in moved["retrain_reason"]
+    assert moved["registered_model"] == "flywheel-corpus-c-renamed-biencoder" and str(moved["model_version"]) == "1"
+
+
+def test_a_champion_trained_elsewhere_is_downloaded_from_the_registry_once(tmp_path, tiny_model_path, monkeypatch):
+    """The recorded path of a version is another machine's: the champion's weights come from its registered
+    artifacts, into the workspace, once; they encode exactly as the model that was registered."""
+    import mlflow as mlflow_api
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    from assets.promotion import PATH_TAG, champion_model_path
+
+    r = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    workspace = WorkspaceResource(home=str(tmp_path / "here"))
+    model = SentenceTransformer(tiny_model_path, device="cpu")
+    name = r.model_name("docs", "biencoder")
+    with r.start_run("docs", "elsewhere"):
+        mlflow_api.sentence_transformers.log_model(model, name="model", registered_model_name=name)
+    r.tag_version(name, "1", {PATH_TAG: "/another/machine/models/biencoder/run/model"})
+    version = r.client().get_model_version(name, "1")
+    path = champion_model_path(version, r, workspace)
+    assert path.startswith(str(workspace.models_dir / "champion"))
+    text = ["pressure distribution on a swept wing"]
+    np.testing.assert_allclose(SentenceTransformer(path, device="cpu").encode(text), model.encode(text), atol=1e-6)
+
+    def no_second_download(*args, **kwargs):
+        raise AssertionError("downloaded twice")
+
+    monkeypatch.setattr(MLflowResource, "download_version", no_second_download)
+    assert champion_model_path(version, r, workspace) == path                 # the copy in the workspace is reused
+    r.tag_version(name, "1", {PATH_TAG: path})
+    assert champion_model_path(r.client().get_model_version(name, "1"), r, workspace) == path   # recorded and here
+
+
+def test_a_registered_version_without_a_sentence_transformer_is_a_clear_error(tmp_path):
+    import mlflow as mlflow_api
+
+    from assets.promotion import champion_model_path
+
+    r = MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    name = r.model_name("docs", "biencoder")
+    with r.start_run("docs", "not-a-model") as run:
+        (tmp_path / "notes.txt").write_text("no weights here")
+        mlflow_api.log_artifact(str(tmp_path / "notes.txt"), artifact_path="model")
+    r.client().create_registered_model(name)
+    r.client().create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    with pytest.raises(FileNotFoundError, match="has no sentence-transformers model"):
+        champion_model_path(r.client().get_model_version(name, "1"), r, WorkspaceResource(home=str(tmp_path / "h")))

@@ -118,3 +118,22 @@ def test_the_examples_hash_is_part_of_the_cache_key_and_the_prompt_version(fake_
     [a] = llm._query_calls(plain, "v1", "m")
     [b] = llm._query_calls(with_ex, "v1", "m")
     assert a.key != b.key
+
+
+def test_asset_stops_when_most_calls_fail_and_keeps_what_was_paid_for(faulty_endpoint, tmp_path):
+    import dagster as dg
+
+    from assets.queries import synthetic_queries
+    from resources.llm import OpenAICompatibleLLMResource, TooManyLLMFailures
+
+    chunks = pd.DataFrame({"chunk_id": ["c1", "c2", "c3"], "doc_id": ["d1", "d2", "d3"],
+                           "text": ["The wing passage.", "The drag passage faults=drop*.", "The x faults=hang*."]})
+    llm = OpenAICompatibleLLMResource(base_url=faulty_endpoint.url, model="m", cache_path=str(tmp_path / "c.sqlite"),
+                                      timeout_s=0.3, max_retries=1, retry_backoff_s=0.01)
+    run = lambda: synthetic_queries(context=dg.build_asset_context(), chunks=chunks, **NO_LOG, llm=llm,  # noqa: E731
+                                    config=QueryGenConfig(styles=["question"]))
+    with pytest.raises(TooManyLLMFailures, match=r"synthetic_queries: 2 of 3 LLM calls gave nothing usable \(2 failed"):
+        run()
+    faulty_endpoint.plan = lambda prompt: []
+    out = run()
+    assert len(out.value) == 3 and out.metadata["llm_cache_hits"].value == 1 and not faulty_endpoint.paid_twice()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from assets.corpus.readers import HumanQuerySet
-from assets.training.learning_curve import LearningCurveConfig, learning_curve
+from assets.training.learning_curve import LearningCurveConfig, learning_curve, shipped_seed
 from resources.embedder import EmbedderResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
@@ -112,3 +112,23 @@ def test_off_is_an_empty_frame_that_says_how_to_turn_it_on(tmp_path, inputs, tin
     assert out.value.empty and list(out.value.columns)[:4] == ["size", "seed", "query_set", "kind"]
     assert "--no-learning-curve" in _md(out)["skipped"]
     assert not (tmp_path / "reports" / "learning_curve.png").exists()
+
+
+def test_the_shipped_seed_is_read_from_its_run_and_a_server_error_is_not_read_as_no_seed(shipped, monkeypatch):
+    import mlflow as mlflow_api
+    from mlflow.exceptions import RestException
+
+    home, _ = shipped
+    tracking = MLflowResource(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    with tracking.start_run("tiny", run_name="seeded") as run:
+        mlflow_api.log_param("seed", 7)
+    assert shipped_seed({"mlflow_run_id": run.info.run_id}, tracking) == 7
+    assert shipped_seed({"mlflow_run_id": "0" * 32}, tracking) is None   # a run the server does not have
+    assert shipped_seed({}, tracking) is None
+
+    def bad_gateway(self, run_id):
+        raise RestException({"error_code": "INTERNAL_ERROR", "message": "Response: 502 Bad Gateway"})
+
+    monkeypatch.setattr(mlflow_api.MlflowClient, "get_run", bad_gateway)
+    with pytest.raises(RestException, match="502 Bad Gateway"):
+        shipped_seed({"mlflow_run_id": run.info.run_id}, tracking)

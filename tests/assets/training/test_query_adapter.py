@@ -9,7 +9,7 @@ from assets.evaluation import ADAPTER, adapter_systems, evaluate_query_set, make
 from assets.evaluation.scoring import QuerySet
 from assets.indices import BASELINE_TABLE, build_index
 from assets.training.adapter import apply_adapter, identity_adapter, load_adapter, save_adapter
-from assets.training.query_adapter import REGISTERED_ADAPTER, AdapterConfig, query_adapter
+from assets.training.query_adapter import AdapterConfig, query_adapter
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
 from resources.tracking import MLflowResource
@@ -39,6 +39,10 @@ def world(tmp_path_factory, tiny_model_path):
     return home, chunks, pd.DataFrame(rows), index, r
 
 
+def chunks_name(world) -> str:
+    return world[1].attrs.get("corpus_name", "corpus")
+
+
 def materialize(world, **config):
     _, chunks, triplets, index, r = world
     return query_adapter(context=dg.build_asset_context(), training_triplets=triplets, chunks=chunks,
@@ -52,7 +56,7 @@ def test_the_adapter_trains_over_the_stored_vectors_is_tracked_and_served_from_t
     out = materialize(world, batch_size=8, max_epochs=4, patience=10)
     value, meta = out.value, out.metadata
     synthetic_val = ((triplets["split"] == "validation") & (triplets["origin"] == "synthetic")).sum()
-    assert value["enabled"] and value["retrained"] and value["registered_model"] == REGISTERED_ADAPTER and str(value["model_version"]) == "1"
+    assert value["enabled"] and value["retrained"] and value["registered_model"] == r["mlflow"].model_name(chunks_name(world), "adapter") and str(value["model_version"]) == "1"
     assert meta["n_train"].value == (triplets["split"] == "train").sum()     # blend (1, 1): every train row once
     assert meta["n_validation"].value == synthetic_val                      # early stopping: synthetic rows only
     assert meta["rows_without_vectors"].value == 0 and meta["dim"].value == 32 and meta["epochs"].value == 4
@@ -66,7 +70,8 @@ def test_the_adapter_trains_over_the_stored_vectors_is_tracked_and_served_from_t
     assert {"adapter.npz", "adapter_loss.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
     ids, vectors = r["lancedb"].open(index["table"]).vectors()
     mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
-    served = mlflow.pyfunc.load_model(f"models:/{REGISTERED_ADAPTER}/1")
+    assert value["registered_model"].endswith("-adapter") and value["registered_model"] != "flywheel-adapter"
+    served = mlflow.pyfunc.load_model(f"models:/{value['registered_model']}/1")
     np.testing.assert_allclose(served.predict(vectors[:3]), apply_adapter(load_adapter(value["weights_path"]),
                                                                           vectors[:3]), atol=1e-6)
 

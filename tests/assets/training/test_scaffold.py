@@ -53,3 +53,29 @@ def test_the_metric_logger_sends_numbers_only_with_mlflow_safe_keys():
     log({"eval_ndcg@10": 0.5, "note": "text", "epoch": 1}, 2)
     log({"note": "only text"}, 3)
     assert calls == [(2, {"eval_ndcg_at_10": 0.5, "epoch": 1.0})]
+
+
+def test_runs_left_running_by_a_killed_dagster_run_end_as_killed_and_leave_no_checkpoints(tmp_path):
+    import mlflow
+
+    from assets.training.scaffold import end_killed_runs
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("flywheel/docs", artifact_location=(tmp_path / "art").as_uri())
+    runs = {name: client.create_run(exp, tags={"dagster_run_id": name}).info.run_id
+            for name in ("killed", "still-going", "elsewhere", "finished")}
+    client.set_terminated(runs["finished"], "FINISHED")
+    models = tmp_path / "models"
+    for name, run_id in runs.items():
+        (models / "biencoder" / run_id / "checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (models / "crossencoder" / runs["killed"] / "model").mkdir(parents=True)   # a model saved before the kill
+    status = {"killed": "FAILURE", "still-going": "STARTED", "finished": "SUCCESS"}.get   # "elsewhere": unknown
+    assert end_killed_runs(client, status, models) == [runs["killed"]]
+    assert client.get_run(runs["killed"]).info.status == "KILLED"
+    assert {n: client.get_run(r).info.status for n, r in runs.items() if n != "killed"} == {
+        "still-going": "RUNNING", "elsewhere": "RUNNING", "finished": "FINISHED"}
+    assert not (models / "biencoder" / runs["killed"]).exists()                  # nothing saved: all of it
+    assert (models / "crossencoder" / runs["killed"] / "model").exists()         # a saved model stays ...
+    assert not (models / "crossencoder" / runs["killed"] / "checkpoints").exists()   # ... its scratch does not
+    assert (models / "biencoder" / runs["still-going"] / "checkpoints").exists()
+    assert end_killed_runs(client, status, models) == []                          # a second pass: nothing left

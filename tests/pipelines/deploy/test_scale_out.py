@@ -58,7 +58,9 @@ def test_whole_graph_on_postgres_instance_postgres_mlflow_and_s3_lancedb(tmp_pat
     model = result.output_for_node("finetuned_biencoder")
     client = mlflow.MlflowClient(f"{postgres_url}/mlflow")
     assert client.get_run(model["mlflow_run_id"]).data.params["loss"] == "MultipleNegativesRankingLoss"
-    assert [v.run_id for v in client.search_model_versions("name='flywheel-biencoder'")] == [model["mlflow_run_id"]]
+    name = tracking.model_name(result.output_for_node("evaluation_report")["corpus"], "biencoder")
+    assert model["registered_model"] == name
+    assert [v.run_id for v in client.search_model_versions(f"name='{name}'")] == [model["mlflow_run_id"]]
 
     # LanceDB: both indices live in the bucket and answer all three retrievers
     for table in ("chunks_base", "chunks_finetuned"):
