@@ -26,6 +26,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
+from assets.common import md_text
 from assets.corpus.chunkers import Chunker, parse_chunker
 from assets.corpus.chunking import load_tokenizer
 from assets.evaluation.comparisons import DELTA, METRIC, paired_delta, verdict
@@ -125,7 +126,7 @@ def chunker_findings(section: dict, shipped: str) -> list[str]:
             for row, m in rows.items():
                 if DELTA in m and verdict(m) != "no clear difference":
                     lo, hi = m["ci95"]
-                    lines.append(f"{set_name}, {row}: {name} is {verdict(m)} than {shipped} (Δ nDCG@10 "
+                    lines.append(f"{md_text(set_name)}, {row}: {name} is {verdict(m)} than {shipped} (Δ nDCG@10 "
                                  f"{m[DELTA]:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], p {m['p_value']:.3g})")
     return lines
 
@@ -143,12 +144,15 @@ def chunkers_markdown(value: dict) -> str:
         for name, sets in section.items():
             s = stats.get(name, {})
             for row, m in sets[set_name].items():
-                cmp = (f"{m[DELTA]:+.3f} | [{m['ci95'][0]:+.3f}, {m['ci95'][1]:+.3f}] | {m['p_value']:.3g} | {verdict(m)}"
-                       if DELTA in m else "— | — | — | baseline")
-                lines.append(f"| {set_name} | {name} | {s.get('n_chunks', '')} | {s.get('mean_tokens', 0):.0f} | {row} | "
-                             f"{m['ndcg@10']:.3f} | {m['recall@10']:.3f} | {m['recall@100']:.3f} | {cmp} |")
-    findings = chunker_findings(section, shipped)
-    lines += ["", *(f"- {f}" for f in findings)] if findings else ["", "No chunker differs clearly from the shipped one."]
+                cmp = "— | — | — | baseline"
+                if DELTA in m:
+                    lo, hi = m["ci95"]
+                    cmp = f"{m[DELTA]:+.3f} | [{lo:+.3f}, {hi:+.3f}] | {m['p_value']:.3g} | {verdict(m)}"
+                lines.append(f"| {md_text(set_name)} | {name} | {s.get('n_chunks', '')} | "
+                             f"{s.get('mean_tokens', 0):.0f} | {row} | {m['ndcg@10']:.3f} | {m['recall@10']:.3f} | "
+                             f"{m['recall@100']:.3f} | {cmp} |")
+    findings = chunker_findings(section, shipped) or ["No chunker differs clearly from the shipped one."]
+    lines += ["", *(f"- {f}" for f in findings)]
     lines += ["", "Cost: " + "; ".join(f"{n}: {s['n_chunks']} chunks, {s['chunks_embedded']} embedded, "
                                        f"{s['chunks_reused']} reused" for n, s in stats.items())]
     return "\n".join(lines)
@@ -159,7 +163,7 @@ def chunker_baselines(context: dg.AssetExecutionContext, documents: pd.DataFrame
                       human_queries: list, baseline_index: dict, embedder: EmbedderResource,
                       lancedb: LanceDBResource, workspace: WorkspaceResource,
                       config: ChunkerBaselinesConfig) -> dg.Output[dict]:
-    """BM25, dense and hybrid (base model) on the human queries under each configured chunker, against the shipped one."""
+    """BM25, dense and hybrid (base model) on the human queries under each chunker, against the shipped chunker."""
     shipped = parse_chunker(chunks.attrs.get("chunker", "tokens-256-32"))
     specs = resolve_chunkers(config.chunkers, shipped)
     sets = human_query_sets(human_queries, chunks)

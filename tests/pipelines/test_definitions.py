@@ -149,6 +149,8 @@ def _human_name(sets) -> str:
 
 
 def test_the_report_has_the_chunkers_section_with_the_shipped_rows_equal_to_the_main_table(tiny_run):
+    from assets.common import md_text
+
     home, result = tiny_run
     report = json.loads((home / "reports" / "evaluation.json").read_text())
     [human] = [n for n, qs in report["query_sets"].items() if qs["kind"] == "human"]
@@ -168,9 +170,10 @@ def test_the_report_has_the_chunkers_section_with_the_shipped_rows_equal_to_the_
     stats = report["chunker_baselines"]["stats"]
     assert stats["tokens-256-32"]["chunks_embedded"] == 0 and stats["tokens-16-4"]["chunks_embedded"] > 0
     md = (home / "reports" / "evaluation.md").read_text()
-    assert "## Chunkers: is chunking the problem?" in md and f"| {human} | sentences-24 |" in md
+    assert "## Chunkers: is chunking the problem?" in md and f"| {md_text(human)} | sentences-24 |" in md
     run_stats = json.loads((home / "reports" / "run_stats.json").read_text())
-    assert run_stats["chunks_embedded_by_asset"]["chunker_baselines"] == sum(s["chunks_embedded"] for s in stats.values())
+    embedded = sum(s["chunks_embedded"] for s in stats.values())
+    assert run_stats["chunks_embedded_by_asset"]["chunker_baselines"] == embedded
 
 
 def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):

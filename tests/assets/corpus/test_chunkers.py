@@ -36,7 +36,8 @@ def random_documents(seed: int, n: int = 12) -> pd.DataFrame:
         for _ in range(rng.randint(1, 5)):
             if rng.random() < 0.3:
                 blocks.append(f"## Part {i}")
-            blocks.append(" ".join(sentence(i := i + 1, rng.choice([2, 5, 12, 40]), f"d{d}") for _ in range(rng.randint(1, 6))))
+            lengths = [rng.choice([2, 5, 12, 40]) for _ in range(rng.randint(1, 6))]
+            blocks.append(" ".join(sentence(i := i + 1, n, f"d{d}") for n in lengths))
         rows.append((f"d{d}", rng.choice(["", f"Title of {d}"]), "\n\n".join(blocks)))
     return frame(*rows)
 

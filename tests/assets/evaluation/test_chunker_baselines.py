@@ -4,6 +4,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from assets.common import md_text
 from assets.corpus.chunkers import Chunker, parse_chunker
 from assets.corpus.chunking import load_tokenizer
 from assets.corpus.readers import read_beir_queries, read_documents
@@ -33,8 +34,8 @@ def test_the_shipped_chunker_comes_first_once_and_an_empty_list_is_off():
     shipped = Chunker("tokens", 256, 32)
     assert resolve_chunkers([], shipped) == []
     assert [c.name for c in resolve_chunkers(["sentences-256"], shipped)] == ["tokens-256-32", "sentences-256"]
-    assert [c.name for c in resolve_chunkers(["tokens-128-16", "shipped", "tokens-256-32", "tokens-128-16"], shipped)] == [
-        "tokens-256-32", "tokens-128-16"]
+    names = ["tokens-128-16", "shipped", "tokens-256-32", "tokens-128-16"]
+    assert [c.name for c in resolve_chunkers(names, shipped)] == ["tokens-256-32", "tokens-128-16"]
     with pytest.raises(ValueError, match="unknown chunker 'paragraphs'"):
         resolve_chunkers(["paragraphs"], shipped)
 
@@ -56,7 +57,8 @@ def test_comparisons_pair_each_chunker_with_the_shipped_one_per_set_and_retrieve
     better = section["better"]["human/x"]["bm25"]
     assert better["baseline"] == "ship" and better["delta_ndcg@10"] == 1.0 and better["n_paired"] == 6
     assert better["p_value"] == pytest.approx(2 / 64)     # exact sign-flip test: all 6 differences +1
-    assert section["same"]["human/x"]["bm25"]["delta_ndcg@10"] == 0.0 and section["same"]["human/x"]["bm25"]["p_value"] == 1
+    same = section["same"]["human/x"]["bm25"]
+    assert same["delta_ndcg@10"] == 0.0 and same["p_value"] == 1
     [finding] = chunker_findings(section, "ship")
     assert finding.startswith("human/x, bm25: better is better than ship (Δ nDCG@10 +1.000")
 
@@ -118,8 +120,9 @@ def test_the_section_has_every_chunker_set_and_retriever_each_against_the_shippe
     per_query = pd.read_parquet(home / "reports" / "chunkers_per_query.parquet")
     assert len(per_query) == 4 * 3 * 6 and set(per_query["chunker"]) == {SHIPPED, *OTHERS}
     md = out.metadata["table"].value
-    assert f"| {set_name} | sentences-24 | {stats['sentences-24']['n_chunks']} |" in md and "baseline |" in md
-    assert out.metadata[f"{SHIPPED}/{set_name}/bm25/ndcg@10"].value == value["chunkers"][SHIPPED][set_name]["bm25"]["ndcg@10"]
+    assert f"| {md_text(set_name)} | sentences-24 | {stats['sentences-24']['n_chunks']} |" in md and "baseline |" in md
+    shipped_bm25 = value["chunkers"][SHIPPED][set_name]["bm25"]["ndcg@10"]
+    assert out.metadata[f"{SHIPPED}/{set_name}/bm25/ndcg@10"].value == shipped_bm25
 
 
 def test_vectors_come_from_the_baseline_table_then_from_each_chunkers_table(tmp_path, tiny_beir, tiny_model_path):
