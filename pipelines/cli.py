@@ -54,6 +54,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
         "query_adapter": {"enabled": False if getattr(args, "no_adapter", False) else None,
                           "kind": getattr(args, "adapter_kind", None)},
         "judge_agreement": {"max_queries": getattr(args, "judge_queries", None)},
+        "chunker_baselines": {"chunkers": None if getattr(args, "chunker_baselines", None) is None
+                              else _names(args.chunker_baselines) or []},   # "" = off
         "expanded_index": {"enabled": False if getattr(args, "no_expansion", False) else None,
                            "drop_lowest_fraction": getattr(args, "expansion_drop_lowest", None)},
         "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
@@ -356,6 +358,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--offtheshelf-first-stages", help="comma list (default hybrid_finetuned)")
     run.add_argument("--offtheshelf-query-kinds", help="comma list: synthetic,human (default both)")
     run.add_argument("--rerank-first-stages", help="comma list for the fine-tuned reranker (default: all five)")
+    run.add_argument("--chunker-baselines",
+                     help="comma list of chunkers scored on the human queries against the shipped one, e.g. "
+                          "tokens-512-64,sentences-256 (default shipped,tokens-128-16,sentences-256; \"\" = off)")
     run.add_argument("--curve-sizes",
                      help="learning curve: comma list of training-example counts (default 100,300)")
     run.add_argument("--curve-logged-sizes",

@@ -3,8 +3,9 @@
 A BEIR folder also brings human-written queries with relevance judgments (qrels). Those are kept aside as
 `human_queries`: only the evaluation reads them; neither the query generator nor the trainer ever sees them.
 Chunks are token windows (the embedder's own tokenizer; a provider's is not local, so then the bundled MiniLM's
-word pieces count the tokens) with overlap, identified by a hash of their text,
-so an unchanged chunk keeps its id (and its cached LLM calls) across runs.
+word pieces count the tokens) with overlap, or whole sentences packed up to a token budget
+(ChunkingConfig.method), identified by a hash of their text, so an unchanged chunk keeps its id (and its
+cached LLM calls) across runs.
 """
 
 from pathlib import Path
@@ -13,7 +14,8 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import md_text, preview, stable_hash
-from assets.corpus.chunking import chunk_documents, load_tokenizer
+from assets.corpus.chunkers import Chunker, chunker
+from assets.corpus.chunking import load_tokenizer
 from assets.corpus.manifest import chunk_changes, read_manifest, write_manifest
 from assets.corpus.readers import is_beir_folder, read_beir_queries, read_documents, restrict_to_corpus
 from assets.corpus.sample import sample_corpus_path
@@ -35,8 +37,13 @@ class CorpusConfig(dg.Config):
 
 
 class ChunkingConfig(dg.Config):
+    method: str = "tokens"      # "tokens": overlapping token windows; "sentences": whole sentences packed up to
+    #   max_tokens (assets/corpus/chunkers.py). chunker_baselines scores others against this one on human queries
     max_tokens: int = 256       # all-MiniLM-L6-v2 reads 256 word pieces; longer chunks would be truncated
-    overlap: int = 32           # ~1-2 sentences shared by neighbouring windows, so no fact is cut in two
+    overlap: int = 32           # ~1-2 sentences shared by neighbouring windows, so no fact is cut in two (tokens only)
+
+    def chunker(self) -> Chunker:
+        return chunker(self.method, self.max_tokens, self.overlap)
 
 
 @dg.multi_asset(
@@ -132,11 +139,13 @@ def corpus_report_lines(summary: dict) -> list[str]:
 @dg.asset(group_name="corpus", compute_kind="python")
 def chunks(context: dg.AssetExecutionContext, documents: pd.DataFrame, config: ChunkingConfig,
            embedder: EmbedderResource, workspace: WorkspaceResource) -> dg.Output[pd.DataFrame]:
-    """Token-window chunks of every document, with content-hash ids and duplicates removed."""
+    """Chunks of every document (token windows by default), with content-hash ids and duplicates removed."""
     tokenizer = load_tokenizer(embedder.tokenizer_path())   # a provider's is not local: the bundled MiniLM's
     context.log.info(f"chunks: tokens counted with {embedder.tokenizer_note()}")
-    out, stats = chunk_documents(documents, tokenizer=tokenizer, max_tokens=config.max_tokens, overlap=config.overlap)
+    shipped = config.chunker()
+    out, stats = shipped.chunk(documents, tokenizer)
     out.attrs["corpus_name"] = documents.attrs.get("corpus_name", "corpus")
+    out.attrs["chunker"] = shipped.name      # chunker_baselines compares other chunkers with this one
     out.attrs["corpus_hash"] = stable_hash(sorted(out["chunk_id"]))
     manifest = workspace.path("state") / "chunks_manifest.parquet"
     changes = chunk_changes(read_manifest(manifest), out)
@@ -147,6 +156,7 @@ def chunks(context: dg.AssetExecutionContext, documents: pd.DataFrame, config: C
         out,
         metadata={
             "n_chunks": len(out),
+            "chunker": shipped.name,
             **changes,
             "corpus_hash": out.attrs["corpus_hash"],
             "tokenizer": embedder.tokenizer_note(),

@@ -132,6 +132,39 @@ def _windows(text: str, offsets, max_tokens: int, overlap: int) -> list[tuple[in
     return spans
 
 
+def titled_documents(docs: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(doc ids, texts with their titles prepended as in the module docstring) of ``docs`` (doc_id, title, text)."""
+    titles = docs["title"].fillna("").astype(str) if "title" in docs else pd.Series("", index=docs.index)
+    texts = [_with_title(t, x) for t, x in zip(titles, docs["text"].fillna("").astype(str))]
+    return docs["doc_id"].astype(str).tolist(), texts
+
+
+def tokenized(texts: list[str], tokenizer):
+    """(text, character offsets of its non-empty tokens) for every text, tokenized BATCH at a time."""
+    tokenizer = _untruncated(tokenizer)
+    for b in range(0, len(texts), BATCH):
+        batch = texts[b:b + BATCH]
+        for text, offsets in zip(batch, _offsets(tokenizer, batch)):
+            yield text, [o for o in offsets if o[1] > o[0]]  # zero-width tokens carry no text
+
+
+def chunk_frame(rows: list[tuple[str, str, int, str, int]], n_docs: int, too_short: int) -> tuple[pd.DataFrame, dict]:
+    """The chunks table from (chunk_id, doc_id, chunk_index, text, n_tokens) rows, duplicates dropped, + stats."""
+    chunks = pd.DataFrame(rows, columns=["chunk_id", "doc_id", "chunk_index", "text", "n_tokens"])
+    n_before = len(chunks)
+    chunks = chunks.drop_duplicates("chunk_id", keep="first").reset_index(drop=True)
+    chunks = chunks.astype({"chunk_index": "int64", "n_tokens": "int64"})
+    stats = {
+        "n_docs": n_docs,
+        "n_chunks": len(chunks),
+        "duplicates_removed": n_before - len(chunks),
+        "too_short_dropped": too_short,
+        "mean_tokens": float(chunks["n_tokens"].mean()) if len(chunks) else 0.0,
+        "max_tokens_seen": int(chunks["n_tokens"].max()) if len(chunks) else 0,
+    }
+    return chunks, stats
+
+
 def chunk_documents(
     docs: pd.DataFrame,
     *,
@@ -146,33 +179,13 @@ def chunk_documents(
             f"Need max_tokens >= 1 and 0 <= overlap < max_tokens, got max_tokens={max_tokens}, "
             f"overlap={overlap}: lower overlap (32 is usual for 256-token chunks)."
         )
-    titles = docs["title"].fillna("").astype(str) if "title" in docs else pd.Series("", index=docs.index)
-    texts = [_with_title(t, x) for t, x in zip(titles, docs["text"].fillna("").astype(str))]
-    doc_ids = docs["doc_id"].astype(str).tolist()
-
-    tokenizer = _untruncated(tokenizer)
+    doc_ids, texts = titled_documents(docs)
     rows, too_short = [], 0
-    for b in range(0, len(texts), BATCH):
-        batch = texts[b:b + BATCH]
-        for doc_id, text, offsets in zip(doc_ids[b:b + BATCH], batch, _offsets(tokenizer, batch)):
-            offsets = [o for o in offsets if o[1] > o[0]]  # zero-width tokens carry no text
-            for index, (s, e) in enumerate(_windows(text, offsets, max_tokens, overlap)):
-                if e - s < min_tokens:
-                    too_short += 1
-                    continue
-                chunk = text[offsets[s][0]:offsets[e - 1][1]]
-                rows.append((content_hash(chunk), doc_id, index, chunk, e - s))
-
-    chunks = pd.DataFrame(rows, columns=["chunk_id", "doc_id", "chunk_index", "text", "n_tokens"])
-    n_before = len(chunks)
-    chunks = chunks.drop_duplicates("chunk_id", keep="first").reset_index(drop=True)
-    chunks = chunks.astype({"chunk_index": "int64", "n_tokens": "int64"})
-    stats = {
-        "n_docs": len(docs),
-        "n_chunks": len(chunks),
-        "duplicates_removed": n_before - len(chunks),
-        "too_short_dropped": too_short,
-        "mean_tokens": float(chunks["n_tokens"].mean()) if len(chunks) else 0.0,
-        "max_tokens_seen": int(chunks["n_tokens"].max()) if len(chunks) else 0,
-    }
-    return chunks, stats
+    for doc_id, (text, offsets) in zip(doc_ids, tokenized(texts, tokenizer)):
+        for index, (s, e) in enumerate(_windows(text, offsets, max_tokens, overlap)):
+            if e - s < min_tokens:
+                too_short += 1
+                continue
+            chunk = text[offsets[s][0]:offsets[e - 1][1]]
+            rows.append((content_hash(chunk), doc_id, index, chunk, e - s))
+    return chunk_frame(rows, len(docs), too_short)

@@ -14,7 +14,8 @@ stage's top `rerank_depth` chunks with the fine-tuned cross-encoder or an off-th
 LLM's query likelihood offline, any cross-encoder online), with the reranking latency per query beside them.
 Every retriever is compared with its baseline on the same queries (comparisons.py: delta nDCG@10, a paired
 bootstrap 95% interval, a sign-flip p-value), each query set is broken down by query style and document
-length (breakdown.py), and drawn as a before/after chart (plots.py).
+length (breakdown.py), and drawn as a before/after chart (plots.py). The `chunker_baselines` asset (chunkers.py)
+scores other chunkers of the corpus on the human queries against the shipped one; the report carries its section.
 The report is written to <home>/reports/evaluation.json (a public interface, see README) and
 evaluation.md, with per-query scores in per_query.parquet so any comparison can be recomputed, and the
 charts in reports/plots/.
@@ -29,6 +30,7 @@ import pandas as pd
 
 from assets.common import image, md_text
 from assets.corpus import corpus_report_lines
+from assets.evaluation.chunkers import chunker_baselines, chunkers_markdown  # noqa: F401  (chunker_baselines: an asset)
 from assets.evaluation.breakdown import breakdown, breakdowns_markdown, feedback_markdown, query_attributes
 from assets.evaluation.comparisons import (add_comparisons, comparison_metrics, comparisons_markdown, reranker_verdict,
                                          reranker_verdict_markdown)
@@ -233,6 +235,8 @@ def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
              "## Where the differences are (per query style, document length and feedback)",
              breakdowns_markdown(report),
              "## Before and after", *(f"![{name}](plots/{path.name})" for name, path in charts.items()),
+             "## Chunkers: is chunking the problem? (human queries, base model, each against the shipped chunker)",
+             chunkers_markdown(report.get("chunker_baselines", {}) | {"chunkers": report.get("chunkers", {})}),
              "## Document expansion and learned fusion",
              "\n\n".join(filter(None, [expansion_markdown(report.get("expansion")),
                                        fusion_markdown(report.get("fusion"))])) or "Both off.",
@@ -262,6 +266,7 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
                       finetuned_crossencoder: dict, judge_agreement: dict, distilled_index: dict,
                       distilled_biencoder: dict, query_adapter: dict, expanded_index: dict, fusion_weights: dict,
+                      chunker_baselines: dict,
                       embedder: EmbedderResource, llm: LLMResource,
                       lancedb: LanceDBResource, workspace: WorkspaceResource,
                       mlflow: MLflowResource, config: EvaluationConfig) -> dg.Output[dict]:
@@ -295,6 +300,8 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
     report["expansion"], report["fusion"] = expanded_index, fusion_weights
     report["input"] = corpus_report
     report["not_trained"] = not_trained(finetuned_biencoder, finetuned_crossencoder, distilled_biencoder)
+    report["chunkers"] = chunker_baselines["chunkers"]     # {chunker: {human set: {retriever: metrics}}}
+    report["chunker_baselines"] = {k: v for k, v in chunker_baselines.items() if k != "chunkers"}
     chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
     per_query = []
     for set_name, query_set in sets.items():

@@ -209,6 +209,16 @@ def test_a_corpus_that_does_not_exist_or_reads_nothing_is_refused_in_one_line_wi
         assert not (tmp_path / "home").exists()
 
 
+def test_chunker_baselines_knob_names_the_chunkers_or_turns_them_off():
+    def config(*argv):
+        return build_run_config(parser().parse_args(["run", *argv]))["ops"].get("chunker_baselines")
+
+    assert config() is None                                   # the asset's own default list
+    assert config("--chunker-baselines", "tokens-512-64, sentences-256")["config"] == {
+        "chunkers": ["tokens-512-64", "sentences-256"]}
+    assert config("--chunker-baselines", "")["config"] == {"chunkers": []}
+
+
 PLANTED_KEY = "sk-PLANTED-0123456789abcdef"
 
 

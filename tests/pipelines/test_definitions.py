@@ -18,6 +18,8 @@ TINY_RUN_CONFIG = {
         "learning_curve": {"config": {"sizes": [4, 8], "logged_sizes": [3, 6], "seeds": [0, 1], "batch_size": 8}},
         "query_adapter": {"config": {"batch_size": 8, "max_epochs": 10}},
         "expanded_index": {"config": {"drop_lowest_fraction": 0.25}},   # doc2query--'s filter too
+        "chunker_baselines": {"config": {"chunkers": ["shipped", "tokens-16-4", "sentences-24"]}},   # the tiny
+        #   documents (~45 tokens) are one shipped chunk each: these budgets cut them otherwise
     }
 }
 
@@ -31,7 +33,7 @@ def test_definitions_load_with_job_schedule_and_checks(tmp_path):
     assert {"documents", "human_queries", "chunks", "baseline_index", "synthetic_queries", "relevance_labels",
             "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_crossencoder",
             "finetuned_index", "judge_agreement", "evaluation_report", "learning_curve", "query_adapter",
-            "expanded_index", "fusion_weights"} <= keys
+            "expanded_index", "fusion_weights", "chunker_baselines"} <= keys
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted", "no_test_query_in_training",
             "no_test_query_in_expansion"} <= checks
@@ -144,6 +146,34 @@ def _human_name(sets) -> str:
     names = [n.removeprefix("human/") for n in sets if n.startswith("human/")]
     assert len(names) == 1 and names[0].startswith("tiny_beir") and names[0].endswith("/test")
     return names[0]
+
+
+def test_the_report_has_the_chunkers_section_with_the_shipped_rows_equal_to_the_main_table(tiny_run):
+    from assets.common import md_text
+
+    home, result = tiny_run
+    report = json.loads((home / "reports" / "evaluation.json").read_text())
+    [human] = [n for n, qs in report["query_sets"].items() if qs["kind"] == "human"]
+    section = report["chunkers"]
+    assert list(section) == ["tokens-256-32", "tokens-16-4", "sentences-24"]
+    assert report["chunker_baselines"]["shipped"] == "tokens-256-32" and report["chunker_baselines"]["note"] == ""
+    main = report["query_sets"][human]["retrievers"]
+    for name, sets in section.items():
+        assert list(sets) == [human] and list(sets[human]) == ["bm25", "dense_base", "hybrid_base"]
+        for row, m in sets[human].items():
+            if name == "tokens-256-32":          # the shipped chunker is scored on the baseline table itself
+                assert m == {k: v for k, v in main[row].items() if k in m}
+                assert "baseline" not in m and m["ndcg@10"] == main[row]["ndcg@10"]
+            else:
+                assert m["baseline"] == "tokens-256-32" and m["n_paired"] == 6
+                assert m["ci95"][0] <= m["delta_ndcg@10"] <= m["ci95"][1]
+    stats = report["chunker_baselines"]["stats"]
+    assert stats["tokens-256-32"]["chunks_embedded"] == 0 and stats["tokens-16-4"]["chunks_embedded"] > 0
+    md = (home / "reports" / "evaluation.md").read_text()
+    assert "## Chunkers: is chunking the problem?" in md and f"| {md_text(human)} | sentences-24 |" in md
+    run_stats = json.loads((home / "reports" / "run_stats.json").read_text())
+    embedded = sum(s["chunks_embedded"] for s in stats.values())
+    assert run_stats["chunks_embedded_by_asset"]["chunker_baselines"] == embedded
 
 
 def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):

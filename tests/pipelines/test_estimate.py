@@ -166,7 +166,7 @@ def test_a_failed_run_still_prints_the_seconds_of_each_stage(tmp_path, tiny_beir
     def broken(*args, **kwargs):
         raise RuntimeError("chunker broke")
 
-    monkeypatch.setattr(assets.corpus, "chunk_documents", broken)
+    monkeypatch.setattr(assets.corpus, "load_tokenizer", broken)   # inside the chunks step
     code = _cli(tmp_path, tiny_beir, monkeypatch, "--only", "documents,human_queries,chunks")
     err = capsys.readouterr().err
     assert code == 1
