@@ -83,12 +83,14 @@ def assign_splits(queries: pd.DataFrame, labels: pd.DataFrame, chunks: pd.DataFr
 
 
 def too_small(splits: pd.DataFrame, document_splits: pd.DataFrame) -> str | None:
-    """Why these splits cannot train and evaluate a model (a split with no query), or None.
+    """Why these splits cannot train and evaluate a model (no train or no test query), or None.
 
-    Training stops early on the validation split and the report scores the test split, so each needs a
-    query: with the default fractions a corpus needs roughly 20 documents before every split holds one."""
+    Training needs train queries and the report scores the test split; an empty validation split only means
+    no early stopping (noted in query_splits' metadata). With the default fractions a corpus needs roughly 20
+    documents before every split holds a query."""
     counts = splits["split"].value_counts().to_dict() if len(splits) else {}
-    empty = [s for s in SPLITS if not counts.get(s)]
+    empty = [s for s in ("train", "test") if not counts.get(s)]   # no validation: training runs without early
+    #                                                               stopping (the metadata says so); no train or test: nothing to do
     if not empty:
         return None
     n_docs = splits["doc_id"].nunique() if len(splits) else 0
@@ -137,6 +139,7 @@ def query_splits(synthetic_queries: pd.DataFrame, relevance_labels: pd.DataFrame
         **{f"n_{s}": int(counts.get(s, 0)) for s in SPLITS},
         **{f"docs_{s}": int(df.loc[df["split"] == s, "doc_id"].nunique()) for s in SPLITS},
         **stats,
+        "note": "" if counts.get("validation") else "no validation query: training runs without early stopping",
         "preview": preview(df[["split", "style", "text", "positives"]], 6),
     })
 

@@ -74,9 +74,11 @@ def test_a_corpus_too_small_for_every_split_is_refused_before_training_with_what
     counts = few["split"].value_counts().to_dict()
     why = too_small(few, few_docs)
     assert why is not None and "too small to split: 3 queries from 3 documents" in why
-    assert all(s in why for s in ("train", "validation", "test") if not counts.get(s))
+    assert all(s in why for s in ("train", "test") if not counts.get(s))
     assert "--queries-per-chunk" in why and "test_fraction" in why
     assert too_small(few.iloc[:0], few_docs).startswith("the corpus is too small to split: 0 queries")
+    no_val = few.assign(split=["train", "test", "train"])
+    assert too_small(no_val, few_docs) is None            # no validation split: no early stopping, still a run
     assert "the corpus's 3 documents are" in why
 
 
