@@ -19,18 +19,13 @@ was given a vector, so a test can assert that none was paid for twice.
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import re
-import socket
-import threading
-import time
 from collections import Counter, deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 
-from tests.fake_endpoint import HTML_PAGE, _send
+from tests.fake_endpoint import LoopbackServer, _send, serve_fault
 
 _TEXT_FAULT = re.compile(r"fault=([a-z0-9]+)")
 
@@ -46,7 +41,7 @@ def fake_vector(text: str, dim: int) -> np.ndarray:
     return 3.0 * sum(word_vector(w, dim) for w in words)
 
 
-class FakeEmbeddingsEndpoint:
+class FakeEmbeddingsEndpoint(LoopbackServer):
     """See the module docstring."""
 
     def __init__(self, dim: int = 64, hang_s: float = 1.0, retry_after: float = 0.0):
@@ -58,31 +53,7 @@ class FakeEmbeddingsEndpoint:
         self.auth: list[str] = []                   # every request's Authorization header
         self.answered: Counter = Counter()          # text -> good answers that included it
         self.served: Counter = Counter()            # fault (or "ok") -> times served
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        endpoint = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with endpoint.lock:
-                    endpoint.in_flight += 1
-                    endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
-                try:
-                    endpoint._handle(self, body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-                finally:
-                    with endpoint.lock:
-                        endpoint.in_flight -= 1
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self._start()
 
     def fail_next(self, faults: list[str]) -> None:
         with self.lock:
@@ -90,10 +61,6 @@ class FakeEmbeddingsEndpoint:
 
     def paid_twice(self) -> list[str]:
         return [t for t, n in self.answered.items() if n > 1]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     def _handle(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
         if not handler.path.endswith("/embeddings"):
@@ -107,39 +74,16 @@ class FakeEmbeddingsEndpoint:
             fault = self.queued.popleft() if self.queued else next(
                 (m.group(1) for t in texts if (m := _TEXT_FAULT.search(t))), "ok")
             self.served[fault] += 1
-        if fault in ("429", "500", "503", "400"):
-            headers = {"Retry-After": str(math.ceil(self.retry_after)),
-                       "retry-after-ms": str(int(1000 * self.retry_after))} if fault == "429" else {}
-            return _send(handler, int(fault), {"error": {"message": f"fake {fault}", "code": fault}}, headers)
-        if fault == "echo401":
-            auth = handler.headers.get("Authorization", "")
-            return _send(handler, 401, {"error": {"message": f"invalid credentials: {auth}", "type": "auth"}})
-        if fault == "hang":
-            time.sleep(self.hang_s)
-            handler.close_connection = True
-            try:
-                handler.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        if serve_fault(handler, fault, self.retry_after, self.hang_s):
             return
-        if fault == "html":
-            data = HTML_PAGE.encode()
-            handler.send_response(200)
-            handler.send_header("Content-Type", "text/html")
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
-            return
-        if fault == "slow":
-            time.sleep(0.15)
         dim = int(body.get("dimensions") or self.dim)
         data = [{"object": "embedding", "index": i, "embedding": fake_vector(t, dim).tolist()}
                 for i, t in enumerate(texts)]
         if fault == "short":
             data = data[:-1]
         data.reverse()   # the API does not promise order: the client must sort by index
-        _send(handler, 200, {"object": "list", "data": data, "model": body["model"],
-                             "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
-        if fault in ("ok", "slow"):
+        if fault in ("ok", "slow"):   # counted before it is sent, as the chat endpoint does
             with self.lock:
                 self.answered.update(texts)
+        _send(handler, 200, {"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})

@@ -61,21 +61,12 @@ def default_grade(query: str, passage: str) -> int:
     return 3
 
 
-class FaultyChatEndpoint:
-    """See the module docstring. `queries(passage, n)` and `grade(query, passage)` write the good answers."""
+class LoopbackServer:
+    """A JSON-over-POST server on 127.0.0.1 in a daemon thread, for the fake endpoints. It counts requests in
+    flight (a request stops counting as its answer starts, before the client can read it and send the next one);
+    a subclass records what it wants in `_received` (under the lock) and answers in `_handle`."""
 
-    def __init__(self, plan: Callable[[str], list[str]] = faults_in_prompt,
-                 queries: Callable[[str, int], list[str]] = default_queries,
-                 grade: Callable[[str, str], int] = default_grade, hang_s: float = 1.0, retry_after: float = 1.0,
-                 latency_s: float = 0.0):
-        self.plan, self.write_queries, self.grade = plan, queries, grade
-        self.hang_s, self.retry_after, self.latency_s = hang_s, retry_after, latency_s
-        self.arrivals: dict[str, list[float]] = {}  # prompt -> monotonic times of its requests
-        self.bodies: list[dict] = []                # every request body, in arrival order
-        self.headers: list[dict] = []
-        self.requests: Counter = Counter()          # prompt -> requests received
-        self.accepted: Counter = Counter()          # prompt -> good answers sent
-        self.served: Counter = Counter()            # fault (or "ok") -> times served
+    def _start(self) -> None:
         self.in_flight = self.max_in_flight = 0
         self.lock = threading.Lock()
         endpoint = self
@@ -85,8 +76,7 @@ class FaultyChatEndpoint:
                 pass
 
             def leave(self):
-                """The request stops counting as in flight as its answer starts (before the client can read it
-                and send the next one), once."""
+                """The request stops counting as in flight, once."""
                 if getattr(self, "_counted", False):
                     self._counted = False
                     with endpoint.lock:
@@ -95,8 +85,7 @@ class FaultyChatEndpoint:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with endpoint.lock:
-                    endpoint.bodies.append(body)
-                    endpoint.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    endpoint._received(self, body)
                     endpoint.in_flight += 1
                     endpoint.max_in_flight = max(endpoint.max_in_flight, endpoint.in_flight)
                 self._counted = True
@@ -115,6 +104,72 @@ class FaultyChatEndpoint:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
+    def _received(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
+        """Record a request as it arrives (called under the lock)."""
+
+    def _handle(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def serve_fault(handler: BaseHTTPRequestHandler, fault: str, retry_after: float, hang_s: float) -> bool:
+    """Serve one of the faults the fake endpoints share instead of an answer; False when `fault` is not one
+    of them ("slow" waits 0.15 s and is then answered)."""
+    if fault in ("429", "500", "503", "400"):
+        headers = {"Retry-After": str(math.ceil(retry_after)),
+                   "retry-after-ms": str(int(1000 * retry_after))} if fault == "429" else {}
+        _send(handler, int(fault), {"error": {"message": f"fake {fault}", "type": "fake", "code": fault}}, headers)
+    elif fault == "echo401":
+        auth = handler.headers.get("Authorization", "")
+        _send(handler, 401, {"error": {"message": f"invalid credentials: {auth}", "type": "auth"}})
+    elif fault in ("hang", "drop"):
+        if fault == "hang":
+            time.sleep(hang_s)
+        handler.close_connection = True
+        handler.leave()
+        try:
+            handler.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    elif fault == "html":
+        data = HTML_PAGE.encode()
+        handler.leave()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+    else:
+        if fault == "slow":
+            time.sleep(0.15)
+        return False
+    return True
+
+
+class FaultyChatEndpoint(LoopbackServer):
+    """See the module docstring. `queries(passage, n)` and `grade(query, passage)` write the good answers."""
+
+    def __init__(self, plan: Callable[[str], list[str]] = faults_in_prompt,
+                 queries: Callable[[str, int], list[str]] = default_queries,
+                 grade: Callable[[str, str], int] = default_grade, hang_s: float = 1.0, retry_after: float = 1.0,
+                 latency_s: float = 0.0):
+        self.plan, self.write_queries, self.grade = plan, queries, grade
+        self.hang_s, self.retry_after, self.latency_s = hang_s, retry_after, latency_s
+        self.arrivals: dict[str, list[float]] = {}  # prompt -> monotonic times of its requests
+        self.bodies: list[dict] = []                # every request body, in arrival order
+        self.headers: list[dict] = []
+        self.requests: Counter = Counter()          # prompt -> requests received
+        self.accepted: Counter = Counter()          # prompt -> good answers sent
+        self.served: Counter = Counter()            # fault (or "ok") -> times served
+        self._start()
+
+    def _received(self, handler, body):
+        self.bodies.append(body)
+        self.headers.append({k.lower(): v for k, v in handler.headers.items()})
+
     # -- what tests read
     def requests_with(self, text: str) -> int:
         """Requests whose prompt contains `text`."""
@@ -126,10 +181,6 @@ class FaultyChatEndpoint:
     def paid_twice(self) -> list[str]:
         """Prompts that were given a good answer more than once."""
         return [prompt for prompt, n in self.accepted.items() if n > 1]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     # -- serving
     def _handle(self, handler: BaseHTTPRequestHandler, body: dict) -> None:
@@ -144,35 +195,8 @@ class FaultyChatEndpoint:
         fault = schedule[nth - 1] if nth <= len(schedule) else "ok"
         with self.lock:
             self.served[fault] += 1
-        if fault in ("429", "500", "503", "400"):
-            headers = {"Retry-After": str(math.ceil(self.retry_after)),
-                       "retry-after-ms": str(int(1000 * self.retry_after))} if fault == "429" else {}
-            return _send(handler, int(fault), {"error": {"message": f"fake {fault}", "type": "fake", "code": fault}},
-                         headers)
-        if fault == "echo401":
-            auth = handler.headers.get("Authorization", "")
-            return _send(handler, 401, {"error": {"message": f"invalid credentials: {auth}", "type": "auth"}})
-        if fault in ("hang", "drop"):
-            if fault == "hang":
-                time.sleep(self.hang_s)
-            handler.close_connection = True
-            handler.leave()
-            try:
-                handler.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        if serve_fault(handler, fault, self.retry_after, self.hang_s):
             return
-        if fault == "html":
-            data = HTML_PAGE.encode()
-            handler.leave()
-            handler.send_response(200)
-            handler.send_header("Content-Type", "text/html")
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
-            return
-        if fault == "slow":
-            time.sleep(0.15)
         kind = _kind(body)
         if fault == "schema":
             answer = {"query": {"answer": "relevant"}, "judge": {"verdict": "relevant"}, "topic": {"title": 5}}[kind]
@@ -222,7 +246,7 @@ def _completion(body: dict, answer: dict | str) -> dict:
 
 def _send(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
     data = json.dumps(payload).encode()
-    getattr(handler, "leave", lambda: None)()   # the chat endpoint counts requests in flight; others do not
+    handler.leave()
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
     for key, value in (headers or {}).items():
