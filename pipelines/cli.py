@@ -178,10 +178,39 @@ def run_flywheel(args: argparse.Namespace):
     if only:
         selection = sorted(dg.AssetSelection.assets(*only).required_multi_asset_neighbors()
                            .resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string())
-    result = job.execute_in_process(run_config=build_run_config(args), instance=instance, raise_on_error=False,
-                                    asset_selection=selection,
-                                    tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
+    from pipelines.memory import RssSampler
+
+    with RssSampler() as sampler:
+        result = job.execute_in_process(run_config=build_run_config(args), instance=instance, raise_on_error=False,
+                                        asset_selection=selection,
+                                        tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
+    write_stage_memory(home, sampler, instance, result.run_id)
     return result, stage_seconds(result, instance)
+
+
+def write_stage_memory(home: Path, sampler, instance, run_id: str) -> dict:
+    """`<home>/reports/stage_memory.json`: the process's peak RSS over the run and inside each step (MiB)."""
+    import json
+
+    from pipelines.memory import peak_by_step, step_windows
+
+    peaks = peak_by_step(sampler.samples, step_windows(instance, run_id))
+    report = {"run_id": run_id, "peak_rss_mib": round(sampler.peak / 2**20, 1),
+              "peak_rss_mib_by_step": {k: round(v / 2**20, 1) for k, v in peaks.items()}}
+    (home / "reports").mkdir(parents=True, exist_ok=True)
+    (home / "reports" / "stage_memory.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def read_stage_memory(home: Path, run_id: str) -> dict[str, float]:
+    """{step: peak MiB} of this run, or {} when the file is missing or another run's."""
+    import json
+
+    try:
+        report = json.loads((home / "reports" / "stage_memory.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return report.get("peak_rss_mib_by_step", {}) if report.get("run_id") == run_id else {}
 
 
 def stage_seconds(result, instance=None) -> dict[str, float]:
@@ -190,15 +219,12 @@ def stage_seconds(result, instance=None) -> dict[str, float]:
     seconds = {e.step_key: e.event_specific_data.duration_ms / 1000
                for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
     if instance is not None and not result.success:
-        started = {}
-        for entry in instance.all_logs(result.run_id):
-            event = entry.dagster_event
-            if event is None or not event.step_key:
-                continue
-            if event.event_type_value == "STEP_START":
-                started[event.step_key] = entry.timestamp
-            elif event.event_type_value == "STEP_FAILURE" and event.step_key in started:
-                seconds[f"{event.step_key} (failed)"] = entry.timestamp - started[event.step_key]
+        from pipelines.memory import step_windows
+
+        failed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+        for step, (start, end) in step_windows(instance, result.run_id).items():
+            if step in failed:
+                seconds[f"{step} (failed)"] = end - start
     return seconds
 
 
@@ -235,7 +261,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except UnreadableCorpus as e:   # a wrong --corpus: one line, no traceback, nothing created
         print(f"flywheel: {e}", file=sys.stderr)
         return 2
-    print("stage seconds:\n" + "\n".join(f"  {k:<28} {v:8.1f}" for k, v in seconds.items()), file=sys.stderr)
+    memory = read_stage_memory(home, result.run_id)
+    print(f"stage seconds{' and peak RSS (MiB)' if memory else ''}:\n" + "\n".join(
+        f"  {k:<28} {v:8.1f}" + (f" {memory[k.removesuffix(' (failed)')]:9,.0f}" if k.removesuffix(' (failed)') in memory else "")
+        for k, v in seconds.items()), file=sys.stderr)
     if not result.success:
         for event in result.all_events:
             if event.is_failure:
