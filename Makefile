@@ -21,7 +21,7 @@ $(BIN)/flywheel: pyproject.toml
 setup: $(BIN)/flywheel
 
 demo: setup
-	$(BIN)/flywheel run --home $(HOME_DIR)
+	$(BIN)/flywheel run --profile demo --home $(HOME_DIR)
 
 test: setup
 	$(BIN)/python -m pytest -q -rs

@@ -281,6 +281,115 @@ def embedding_rows(corpus: Path, n_chunks: int, repeats: int, ndcg_queries: int 
     physical_limit(model, tokens / len(texts), max(rates.values()), rates[ours_name], threads)
 
 
+# -- 3. training
+
+TRAIN_CONFIGS = {   # name -> (recipe, settings); each is trained in its own process so its peak RSS is its own
+    "bi-encoder: MNRL, batch 32, max_seq_length 256 (the default)": ("bi", {}),
+    "bi-encoder: CachedMNRL (GradCache), mini-batch 8": ("bi", {"cached": 8}),
+    "bi-encoder: gradient checkpointing": ("bi", {"checkpointing": True}),
+    "bi-encoder: max_seq_length 128 (queries and passages)": ("bi", {"seq": 128}),
+    "bi-encoder: query max_seq_length 32, passages 256": ("bi", {"query_seq": 32}),
+    "cross-encoder: BCE, batch 16, max_length 256 (the default)": ("cross", {}),
+    "cross-encoder: gradient checkpointing": ("cross", {"checkpointing": True}),
+    "cross-encoder: max_length 128": ("cross", {"seq": 128}),
+}
+
+
+def train_child(name: str, corpus: str, steps: int) -> None:
+    """One training configuration: `steps` optimizer steps on real chunks; prints one JSON line."""
+    import json
+    import resource
+
+    import torch
+    from datasets import Dataset
+
+    from resources.embedder import bundled_minilm_path
+
+    recipe, cfg = TRAIN_CONFIGS[name]
+    chunks, qset = load_corpus(Path(corpus))
+    texts = chunks["text"].tolist()
+    queries = list(qset.queries.values()) if qset is not None else [t[:80] for t in texts]
+    rng = np.random.default_rng(0)
+    batch = 32 if recipe == "bi" else 16
+    n = batch * (steps + 1)
+    anchors = [queries[i % len(queries)] for i in range(n)]
+    pos, neg = rng.choice(texts, n).tolist(), rng.choice(texts, n).tolist()
+    times: list[float] = []
+
+    from transformers import TrainerCallback
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kw):
+            times.append(time.perf_counter())
+
+        def on_step_end(self, args, state, control, **kw):
+            times[-1] = time.perf_counter() - times[-1]
+
+    out = tempfile.mkdtemp(prefix="train-bench-")
+    common = dict(output_dir=out, max_steps=steps + 1, per_device_train_batch_size=batch, learning_rate=1e-5,
+                  report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
+                  dataloader_num_workers=0, gradient_checkpointing=bool(cfg.get("checkpointing")), logging_steps=1000)
+    if recipe == "bi":
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer import (SentenceTransformerTrainer,
+                                                                SentenceTransformerTrainingArguments)
+        from sentence_transformers.sentence_transformer.losses import (CachedMultipleNegativesRankingLoss,
+                                                                       MultipleNegativesRankingLoss)
+
+        model = SentenceTransformer(bundled_minilm_path(), device="cpu")
+        model.max_seq_length = cfg.get("seq", 256)
+        if cfg.get("query_seq"):   # queries are tokenized as their own column: truncate them before training
+            tok = model.tokenizer
+            anchors = [tok.convert_tokens_to_string(tok.tokenize(a)[:cfg["query_seq"] - 2]) for a in anchors]
+        loss = (CachedMultipleNegativesRankingLoss(model, mini_batch_size=cfg["cached"]) if cfg.get("cached")
+                else MultipleNegativesRankingLoss(model))
+        ds = Dataset.from_dict({"anchor": anchors, "positive": pos, "negative": neg})
+        trainer = SentenceTransformerTrainer(model=model, args=SentenceTransformerTrainingArguments(**common),
+                                             train_dataset=ds, loss=loss, callbacks=[Clock()])
+        tokens = sum(min(len(ids), model.max_seq_length) for ids in model.tokenizer(anchors + pos + neg)["input_ids"])
+        examples_per_step = batch   # (query, positive, negative) rows
+    else:
+        from sentence_transformers.cross_encoder import CrossEncoder, CrossEncoderTrainer, CrossEncoderTrainingArguments
+        from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+        model = CrossEncoder(bundled_minilm_path(), num_labels=1, max_length=cfg.get("seq", 256), device="cpu")
+        ds = Dataset.from_dict({"query": anchors, "passage": pos, "label": rng.integers(0, 2, n).astype(float).tolist()})
+        trainer = CrossEncoderTrainer(model=model, args=CrossEncoderTrainingArguments(**common), train_dataset=ds,
+                                      loss=BinaryCrossEntropyLoss(model), callbacks=[Clock()])
+        tokens = sum(min(len(ids), cfg.get("seq", 256)) for ids in model.tokenizer(anchors, pos)["input_ids"])
+        examples_per_step = batch
+    loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    trainer.train()
+    step_s = float(np.median(times[1:])) if len(times) > 1 else float("nan")   # the first step warms up
+    print("TRAIN " + json.dumps({"step_s": step_s, "examples_per_s": examples_per_step / step_s,
+                                 "tokens_per_step": tokens / n * examples_per_step * (3 if recipe == "bi" else 1),
+                                 "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                                 "loaded_rss": loaded, "threads": torch.get_num_threads()}), flush=True)
+
+
+def training_rows(corpus: Path, steps: int) -> None:
+    import json
+    import subprocess
+
+    results = {}
+    for name in TRAIN_CONFIGS:
+        proc = subprocess.run([sys.executable, __file__, "--train-child", name, "--corpus", str(corpus),
+                               "--train-steps", str(steps)], capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("TRAIN ")), None)
+        if line is None:
+            row(name, "failed", "-", (proc.stderr.strip().splitlines() or ["no output"])[-1][:200])
+            continue
+        results[name] = json.loads(line[6:])
+    for name, r in results.items():
+        base = results.get(next(n for n in TRAIN_CONFIGS if TRAIN_CONFIGS[n][0] == TRAIN_CONFIGS[name][0]))
+        ratio = (f"{base['step_s'] / r['step_s']:.2f}x speed, {r['peak_rss'] / base['peak_rss']:.2f}x peak RSS"
+                 if base and base is not r else "1.00x (reference)")
+        row(name, f"{r['step_s']:.2f} s/step, {r['examples_per_s']:.1f} examples/s, peak RSS "
+            f"{r['peak_rss'] / 2**30:.2f} GiB ({(r['peak_rss'] - r['loaded_rss']) / 2**30:.2f} over the loaded model)",
+            ratio, f"median of {steps} steps after a warm-up one, ~{r['tokens_per_step']:,.0f} tokens a step, "
+            f"{r['threads']} threads")
+
+
 def _timed(encode, texts) -> float:
     t0 = time.perf_counter()
     encode(texts)
@@ -318,21 +427,28 @@ def main() -> int:
     p.add_argument("--repeats", type=int, help="timings per configuration, best kept (default 2; quick 1)")
     p.add_argument("--ndcg-queries", type=int, help="nDCG@10 on the first n human queries over their judged "
                    "documents' chunks and as many others (default 0 = every query, the whole corpus; quick 40)")
-    p.add_argument("--skip", default="", help="comma list: endpoint, embedding")
+    p.add_argument("--skip", default="", help="comma list: endpoint, embedding, training")
+    p.add_argument("--train-steps", type=int, help="training steps timed per configuration (default 8; quick 3)")
+    p.add_argument("--train-child", help=argparse.SUPPRESS)   # one training configuration, in its own process
     args = p.parse_args()
     skip = set(args.skip.split(","))
+    corpus = Path(args.corpus) if args.corpus else ROOT.parent / "shared" / "datasets" / "cranfield"
+    if not corpus.exists():
+        from assets.corpus.sample import sample_corpus_path
+
+        corpus = sample_corpus_path(Path(tempfile.mkdtemp(prefix="throughput-")))
+    if args.train_child:
+        train_child(args.train_child, str(corpus), args.train_steps or 3)
+        return 0
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", flush=True)
     if "endpoint" not in skip:
         endpoint_rows(args.calls or (64 if args.quick else 200), args.latency)
     if "embedding" not in skip:
-        corpus = Path(args.corpus) if args.corpus else ROOT.parent / "shared" / "datasets" / "cranfield"
-        if not corpus.exists():
-            from assets.corpus.sample import sample_corpus_path
-
-            corpus = sample_corpus_path(Path(tempfile.mkdtemp(prefix="throughput-")))
         embedding_rows(corpus, args.chunks or (300 if args.quick else 2000), args.repeats or (1 if args.quick else 2),
                        args.ndcg_queries if args.ndcg_queries is not None else (40 if args.quick else 0))
+    if "training" not in skip:
+        training_rows(corpus, args.train_steps or (3 if args.quick else 8))
     print("\n| row | measured | ratio | note |\n|---|---|---|---|")
     for r in ROWS:
         print("| " + " | ".join(r) + " |")

@@ -40,7 +40,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
         "relevance_labels": {"max_queries": args.label_queries, "candidates_per_query": args.candidates},
         "finetuned_biencoder": {"epochs": args.epochs, "max_steps": args.max_steps,
                                 "learning_rate": args.learning_rate, "interpolation": args.interpolation,
-                                "min_change_to_retrain": getattr(args, "min_change_to_retrain", None)},
+                                "min_change_to_retrain": getattr(args, "min_change_to_retrain", None),
+                                "evals_per_run": getattr(args, "evals_per_run", None)},
         "distilled_biencoder": {"enabled": True if args.distill else None,
                                 **({"epochs": args.epochs, "max_steps": args.max_steps,
                                     "learning_rate": args.learning_rate, "interpolation": args.interpolation}
@@ -50,7 +51,7 @@ def build_run_config(args: argparse.Namespace) -> dict:
                            "enabled": False if args.no_learning_curve else None,
                            "epochs": args.epochs, "learning_rate": args.learning_rate,   # the shipped model's recipe
                            "interpolation": args.interpolation},
-        "finetuned_crossencoder": {"max_steps": args.reranker_steps},
+        "finetuned_crossencoder": {"max_steps": args.reranker_steps, "evals_per_run": getattr(args, "evals_per_run", None)},
         "query_adapter": {"enabled": False if getattr(args, "no_adapter", False) else None,
                           "kind": getattr(args, "adapter_kind", None)},
         "judge_agreement": {"max_queries": getattr(args, "judge_queries", None)},
@@ -158,6 +159,9 @@ def run_flywheel(args: argparse.Namespace):
     """Materialize flywheel_job in-process; returns (result, stage seconds). Used by the CLI and bench/.
 
     A --corpus that does not exist or holds nothing readable raises UnreadableCorpus before anything is created."""
+    from pipelines.profiles import apply_profile
+
+    apply_profile(args)
     home = Path(args.home).expanduser().resolve()
     if args.corpus:
         from assets.corpus.readers import check_documents
@@ -247,6 +251,9 @@ def print_plan(args: argparse.Namespace, home: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.profiles import apply_profile
+
+    apply_profile(args)   # before the plan, so that the estimate is of what will run
     home = Path(args.home).expanduser().resolve()
     t0 = time.perf_counter()
     from assets.corpus.readers import UnreadableCorpus
@@ -352,6 +359,9 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize the whole graph in-process and print the evaluation table")
     run.add_argument("--corpus", default="", help="folder / .jsonl / .parquet / BEIR folder (default: bundled sample)")
     run.add_argument("--home", default="flywheel_home", help="where everything is written")
+    run.add_argument("--profile", default="full", choices=["full", "demo"],   # pipelines/profiles.py
+                     help="full: the stages' defaults; demo: a few minutes on the sample corpus (make demo). "
+                          "Knobs given here override the profile's")
     run.add_argument("--feedback", default="",
                      help="a feedback log (.jsonl/.parquet, or a folder of them): logged queries and what users cited, "
                           "clicked or judged (default: $FLYWHEEL_FEEDBACK; none)")
@@ -366,6 +376,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--candidates", type=int, help="candidates judged per labelled query (default 3)")
     run.add_argument("--epochs", type=float, help="training epochs (default 1)")
     run.add_argument("--max-steps", type=int, help="> 0 overrides --epochs")
+    run.add_argument("--evals-per-run", type=int, help="validation passes while training each model (default 4); "
+                                                         "each one embeds the validation corpus")
     run.add_argument("--learning-rate", type=float, help="default 1e-5")
     run.add_argument("--interpolation", type=float, help="WiSE-FT alpha (default 0.5); 1.0 = raw fine-tuned weights")
     run.add_argument("--distill", action="store_true",

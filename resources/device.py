@@ -55,3 +55,23 @@ def plan_for(device: str, bf16_supported: bool | None = None) -> DevicePlan:
     if base == "mps":
         return DevicePlan(device, "fp32", 2)   # MPS autocast support is uneven across torch releases: stay fp32
     return DevicePlan(device, "fp32", 1)
+
+
+def release_memory() -> None:
+    """Give freed memory back: collect garbage, empty an accelerator's cache, and on glibc ask malloc to
+    return its free pages to the system (otherwise the resident set of a process that has freed a model's
+    weights can stay where it was)."""
+    import gc
+    import sys
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):   # not glibc (musl): nothing to ask
+            pass

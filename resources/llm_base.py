@@ -194,6 +194,11 @@ class LLMResource(dg.ConfigurableResource):
         """Values that must never be recorded (an endpoint's key): scrubbed from every failure's text."""
         return ()
 
+    def release(self) -> None:
+        """Free what the backend holds in memory (a local model's weights); the next call loads it again. Each
+        LLM stage calls it when its calls are done, so the training stages that follow do not carry the
+        writer's weights (an endpoint holds nothing: a no-op)."""
+
     # -- shared machinery
     def get_cache(self) -> LLMCache:
         if self._cache is None:

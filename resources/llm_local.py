@@ -168,6 +168,13 @@ class LocalGGUFLLMResource(LLMResource):
             self._marker_ids = {word: self._spellings(word) for word in prompts.FEWSHOT_MARKERS}
         return self._model, self._tokenizer
 
+    def release(self) -> None:
+        if self._model is not None:
+            self._model = self._tokenizer = None
+            from resources.device import release_memory
+
+            release_memory()
+
     def _load(self) -> tuple[Any, Any]:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -318,14 +325,16 @@ class LocalGGUFLLMResource(LLMResource):
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1)  # (batch, keep, vocab)
-        scores = []
-        for row, (_, query) in enumerate(pairs):
-            if not query:
-                scores.append(float("nan"))
-                continue
-            n = len(query)
-            predicted = logprobs[row, keep - n - 1 : keep - 1]  # position t predicts token t+1
-            target = torch.tensor(query, device=predicted.device).unsqueeze(-1)
-            scores.append(predicted.gather(-1, target).mean().item())
+            # (batch, keep, vocab): 8 x 65 x 262,144 fp32 is 545 MB for Gemma. log P(token) is its logit minus the
+            # position's logsumexp, so no second vocabulary-wide tensor (a log_softmax) is made
+            scores = []
+            for row, (_, query) in enumerate(pairs):
+                if not query:
+                    scores.append(float("nan"))
+                    continue
+                n = len(query)
+                predicted = logits[row, keep - n - 1 : keep - 1].float()  # position t predicts token t+1
+                target = torch.tensor(query, device=predicted.device).unsqueeze(-1)
+                logp = predicted.gather(-1, target).squeeze(-1) - torch.logsumexp(predicted, dim=-1)
+                scores.append(logp.mean().item())
         return scores

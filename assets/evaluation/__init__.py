@@ -310,6 +310,7 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
         report["query_sets"][set_name] = entry
         per_query.append(pq)
         context.log.info(f"evaluated {set_name}: {entry['n_queries']} queries")
+    llm.release()   # UPR is done: its weights leave memory
     if distilled_index.get("enabled"):
         report["distillation"] = distillation_verdict(report)
     seen_docs = feedback_documents(training_triplets, chunks)

@@ -68,6 +68,7 @@ def relevance_labels(context: dg.AssetExecutionContext, synthetic_queries: pd.Da
     context.log.info(f"relevance_labels: {len(requests)} judge calls planned ({len(sample)} queries x up to "
                      f"{config.candidates_per_query + 1} chunks) with {llm.model_id()}; cached ones are free")
     judgments, stats = llm.judge(requests, progress=progress_logger(context, "relevance_labels"))
+    llm.release()   # the weights leave memory before the next stage (a no-op for an endpoint)
     check_failure_share(stats, "relevance_labels", llm.max_failure_share)  # not labels from a judge that was down
     source_of = {(r.query, r.chunk_id): r.source_chunk_id for r in requests}
     df = labels_frame([(j, source_of.get((j.query, j.chunk_id))) for j in judgments], sample)

@@ -79,6 +79,7 @@ def judge_agreement(context: dg.AssetExecutionContext, human_queries: list, chun
         result[hs.name] = {**agreement(df, config.seed), "pairs_dropped": len(rows) - len(df), "judge": llm.model_id(),
                            "llm_calls": stats.calls, "llm_cache_hits": stats.cache_hits, "judge_failures": stats.lost}
         frames.append(df)
+    llm.release()   # the weights leave memory before the next stage
     table = agreement_markdown(result)
     out = workspace.reports_dir
     (out / "judge_agreement.json").write_text(json.dumps(result, indent=2))

@@ -107,6 +107,7 @@ def query_review(context: dg.AssetExecutionContext, logged_queries: pd.DataFrame
     context.log.info(f"query_review: {len(requests)} judge calls planned ({len(sample)} of {len(logged_queries)} "
                      f"logged queries x up to {config.top_k} hits) with {llm.model_id()}; cached ones are free")
     judgments, stats = llm.judge(requests, progress=progress_logger(context, "query_review"))
+    llm.release()   # the weights leave memory before the next stage (a no-op for an endpoint)
     grades = {(j.query, j.chunk_id): j.grade for j in judgments}
     reranker = load_top_reranker(finetuned_crossencoder, embedder.resolved_device())
     rerank_top = top_rerank_scores(reranker, texts, hits, chunk_text)
@@ -168,6 +169,7 @@ def query_segments(context: dg.AssetExecutionContext, logged_queries: pd.DataFra
     by_segment = {s: g.sort_values("n_interactions", ascending=False)["text"].head(10).tolist()
                   for s, g in queries.groupby("segment")}
     llm_names, stats = llm.name_topics(list(by_segment.values())) if config.name_with_llm else ([], None)
+    llm.release()   # the weights leave memory before the next stage (a no-op for an endpoint)
     names = segment_names(terms, dict(zip(by_segment, llm_names)))
     # 3. Recall of every labelled query (no LLM needed), precision from the review
     positives = positive_docs(feedback_pairs)

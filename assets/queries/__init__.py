@@ -113,6 +113,7 @@ def synthetic_queries(context: dg.AssetExecutionContext, chunks: pd.DataFrame, l
                      f"({config.queries_per_chunk} per chunk, {len(requests and set(r.chunk_id for r in requests))} "
                      f"chunks) with {llm.model_id()}; cached responses are not paid again")
     generated, stats = llm.write_queries(requests, progress=progress_logger(context, "synthetic_queries"))
+    llm.release()   # the weights leave memory before the next stage (a no-op for an endpoint)
     check_failure_share(stats, "synthetic_queries", llm.max_failure_share)
     df = queries_frame(generated, chunks)
     reasons = stats.filter_reasons

@@ -33,6 +33,9 @@ class TrainSettings:
     seed: int = 42
     precision: str = "fp32"           # "bf16" / "fp16" on an accelerator (resources.device.plan_for)
     loss: str = "mnrl"                # "mnrl" (contrastive) or "margin_mse" (distil a teacher's margins, as GPL)
+    mini_batch_size: int = 8          # texts a forward/backward pass holds at once; the batch's loss is the same
+    #   (mnrl: GradCache, CachedMultipleNegativesRankingLoss; margin_mse: gradient accumulation). 0 = the whole
+    #   batch at once: 32 x 3 texts of <= 256 tokens keep ~8 GB of activations on a CPU (bench/throughput.py)
 
 
 def interpolate_weights(base_state: dict, tuned_state: dict, alpha: float) -> dict:
@@ -94,10 +97,9 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
     from datasets import Dataset
     from sentence_transformers.sentence_transformer import (SentenceTransformerTrainer,
                                                             SentenceTransformerTrainingArguments)
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+    from sentence_transformers.sentence_transformer.losses import (CachedMultipleNegativesRankingLoss, MarginMSELoss,
+                                                                   MultipleNegativesRankingLoss)
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
-
-    from sentence_transformers.sentence_transformer.losses import MarginMSELoss
 
     if settings.loss not in ("mnrl", "margin_mse"):
         raise ValueError(f"loss must be 'mnrl' or 'margin_mse', got {settings.loss!r}")
@@ -118,10 +120,21 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
     budget = step_budget(len(train), settings.batch_size, settings.epochs, settings.max_steps, settings.evals_per_run)
     history: list[dict] = []
     validation_base = validate(evaluator, model, on_log, "eval_", 0)
+    mini = settings.mini_batch_size if 0 < settings.mini_batch_size < budget.batch else 0
+    accumulate = distil and mini and budget.batch % mini == 0   # margin-MSE is per row: accumulation is exact
+    if distil:
+        loss_fn = MarginMSELoss(model)
+    elif mini:   # in-batch negatives over the whole batch, activations for `mini` texts at a time
+        loss_fn = CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini, show_progress_bar=False)
+    else:
+        loss_fn = MultipleNegativesRankingLoss(model)
+    trainer_args = checkpoint_args(out_dir, budget, validated=evaluator is not None,
+                                   metric="eval_validation_cosine_ndcg@10", learning_rate=settings.learning_rate,
+                                   warmup_ratio=settings.warmup_ratio, precision=settings.precision, seed=settings.seed)
+    if accumulate:
+        trainer_args.update(per_device_train_batch_size=mini, gradient_accumulation_steps=budget.batch // mini)
     args = SentenceTransformerTrainingArguments(
-        **checkpoint_args(out_dir, budget, validated=evaluator is not None,
-                          metric="eval_validation_cosine_ndcg@10", learning_rate=settings.learning_rate,
-                          warmup_ratio=settings.warmup_ratio, precision=settings.precision, seed=settings.seed),
+        **trainer_args,
         num_train_epochs=settings.epochs,
         per_device_eval_batch_size=budget.batch,
         batch_sampler=BatchSamplers.BATCH_SAMPLER if distil else BatchSamplers.NO_DUPLICATES,  # MNRL: a repeated
@@ -132,7 +145,7 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
         args=args,
         train_dataset=train_ds,
         eval_dataset=None,
-        loss=MarginMSELoss(model) if distil else MultipleNegativesRankingLoss(model),
+        loss=loss_fn,
         evaluator=evaluator,
         callbacks=[recorder(history, on_log)],
     )

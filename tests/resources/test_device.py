@@ -39,3 +39,4 @@ def test_available_devices_asks_torch(monkeypatch):
     assert available_devices() == {"cpu", "cuda"} and choose_device("auto") == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert available_devices() == {"cpu"} and choose_device("auto") == "cpu"
+

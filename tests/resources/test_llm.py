@@ -421,3 +421,20 @@ def test_each_backend_module_imports_on_its_own_with_no_cycle():
     for module in ("resources.llm_local", "resources.llm_openai", "resources.llm_base"):
         done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-500:]
+
+
+def test_release_frees_the_local_model_and_the_next_call_loads_it_again_with_the_same_answers(tiny_lm_dir, tmp_path):
+    import gc
+    import weakref
+
+    llm = _local(tiny_lm_dir, tmp_path / "a")
+    model, _ = llm.load()
+    ref = weakref.ref(model)
+    first = llm.score_token_ids([([101, 2023, 2003], [1037, 3231])])
+    del model
+    llm.release()
+    gc.collect()
+    assert ref() is None   # nothing else held the weights
+    assert llm.score_token_ids([([101, 2023, 2003], [1037, 3231])]) == first   # loaded again on demand
+    llm.release()
+    llm.release()          # twice is harmless, and so is an endpoint's (nothing held)

@@ -79,3 +79,30 @@ def test_margin_mse_distils_a_teacher_and_needs_its_margins(tmp_path, tiny_model
     assert result.steps == 2 and any("loss" in h for h in result.history)
     with pytest.raises(ValueError, match="mnrl"):
         train_biencoder(model, tr, _chunks(tr), tmp_path, TrainSettings(loss="triplet"))
+
+
+def _no_dropout(model):
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+@pytest.mark.parametrize("loss", ["mnrl", "margin_mse"])
+def test_mini_batches_train_the_same_weights_as_the_whole_batch_at_once(tmp_path, tiny_model_path, loss):
+    """GradCache (mnrl) and gradient accumulation (margin_mse) only change how much is in memory at once."""
+    from sentence_transformers import SentenceTransformer
+
+    tr = _triplets(40).assign(label=[0.5] * 40)
+    trained = {}
+    for mini in (0, 2):
+        model = _no_dropout(SentenceTransformer(tiny_model_path, device="cpu"))
+        settings = TrainSettings(max_steps=3, batch_size=8, mini_batch_size=mini, evals_per_run=1, learning_rate=1e-3,
+                                 interpolation=1.0, loss=loss)
+        train_biencoder(model, tr, _chunks(tr), tmp_path / f"{loss}-{mini}", settings)
+        trained[mini] = {k: v.clone() for k, v in model.state_dict().items()}
+    start = SentenceTransformer(tiny_model_path, device="cpu").state_dict()
+    moved = [k for k in start if start[k].is_floating_point() and not torch.allclose(start[k], trained[0][k])]
+    assert moved   # the comparison is between trained weights, not two copies of the start
+    for k in moved:
+        assert torch.allclose(trained[0][k], trained[2][k], atol=1e-5), k
