@@ -27,6 +27,26 @@ STAGES = [corpus, feedback, indices, queries, labels, splits, triplets, training
 EXECUTORS = ("in_process", "multiprocess", "k8s")
 
 
+@dg.success_hook(name="release_memory_after_step")
+def release_memory_after_step(context) -> None:
+    """After every step: collect garbage and hand glibc's free pages back. In one process the steps follow each
+    other, and without this the heap a training step freed stays resident (measured on the demo: 3.3 GB carried
+    from the learning curve into the evaluation, 1.7 GB after a trim)."""
+    from resources.device import release_memory
+
+    release_memory()
+
+
+@dg.failure_hook(name="release_memory_after_failed_step")
+def release_memory_after_failed_step(context) -> None:
+    from resources.device import release_memory
+
+    release_memory()
+
+
+STEP_HOOKS = {release_memory_after_step, release_memory_after_failed_step}
+
+
 def make_flywheel_job(executor: str = "in_process"):
     """flywheel_job on one machine (in_process, the default: the multiprocess executor costs seconds per step on
     2 cores), several processes (multiprocess), or one Kubernetes pod per step (k8s; pipelines/k8s.py)."""
@@ -39,6 +59,7 @@ def make_flywheel_job(executor: str = "in_process"):
     else:
         executor_def = dg.in_process_executor if executor == "in_process" else dg.multiprocess_executor
     return dg.define_asset_job("flywheel_job", selection=dg.AssetSelection.all(), executor_def=executor_def,
+                               hooks=STEP_HOOKS,
                                description="Corpus to evaluated, fine-tuned retriever: every stage in order.")
 
 

@@ -63,10 +63,11 @@ def logged_subset(train: pd.DataFrame, n_logged: int, seed: int) -> pd.DataFrame
     return pd.concat([fb, syn], ignore_index=True)
 
 
-def score_model(encode, query_sets: dict[str, QuerySet], chunk_ids: list[str], chunk_texts: list[str]) -> list[dict]:
+def score_model(encode, query_sets: dict[str, QuerySet], chunk_ids: list[str], chunk_texts: list[str],
+                chunk_vectors=None) -> list[dict]:
     """Mean METRICS of dense retrieval with `encode(texts) -> normalised vectors` on each query set (the chunks
-    are encoded once)."""
-    vectors = encode(chunk_texts)
+    are encoded once, or not at all when `chunk_vectors`, in chunk_ids' order, are given)."""
+    vectors = encode(chunk_texts) if chunk_vectors is None else chunk_vectors
     out = []
     for name, query_set in query_sets.items():
         per_query = dense_per_query(query_set, encode, chunk_ids, vectors)

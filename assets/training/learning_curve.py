@@ -42,6 +42,7 @@ from assets.training.curve import (logged_queries_in, logged_subset, mlflow_seri
 from resources.compute import compute_tags
 from resources.device import plan_for
 from resources.embedder import EmbedderResource
+from resources.lance import LanceDBResource
 from resources.tracking import MLflowResource, means_absent
 from resources.workspace import WorkspaceResource
 
@@ -107,7 +108,8 @@ def last_curve(reports: Path, request: dict) -> pd.DataFrame | None:
 @dg.asset(group_name="training", compute_kind="pytorch", pool="gpu", op_tags=compute_tags("gpu"))
 def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.DataFrame, chunks: pd.DataFrame,
                    query_splits: pd.DataFrame, human_queries: list, finetuned_biencoder: dict,
-                   embedder: EmbedderResource, mlflow: MLflowResource, workspace: WorkspaceResource,
+                   baseline_index: dict, finetuned_index: dict, embedder: EmbedderResource,
+                   lancedb: LanceDBResource, mlflow: MLflowResource, workspace: WorkspaceResource,
                    config: LearningCurveConfig) -> dg.Output[pd.DataFrame]:
     """nDCG@10 and recall@10 against training examples (nested subsets x seeds, the base and the shipped model)
     on the validation split and every human query set."""
@@ -147,12 +149,15 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
     sets = {n: s for n, s in build_query_sets(query_splits, human_queries, chunks, "validation").items() if s.qids}
     ids, texts = chunks["chunk_id"].astype(str).tolist(), chunks["text"].tolist()
 
-    def scored(path: str | None, **point) -> list[dict]:
-        return [{**point, **r} for r in score_model(lambda t: embedder.encode(t, path), sets, ids, texts)]
+    def scored(path: str | None, stored=None, **point) -> list[dict]:
+        return [{**point, **r} for r in score_model(lambda t: embedder.encode(t, path), sets, ids, texts, stored)]
 
-    rows = scored(None, size=0, seed=None, kind="baseline", n_examples=0)
-    rows += scored(finetuned_biencoder["model_path"], size=full_size, seed=shipped_seed(finetuned_biencoder, mlflow),
-                   kind="full", n_examples=len(train))
+    # the base and the shipped model's chunk vectors are already in their indices: read, not embedded again
+    base_vectors, full_vectors = (index_vectors(lancedb, index, ids) for index in (baseline_index, finetuned_index))
+    rows = scored(None, base_vectors, size=0, seed=None, kind="baseline", n_examples=0)
+    rows += scored(finetuned_biencoder["model_path"], full_vectors, size=full_size,
+                   seed=shipped_seed(finetuned_biencoder, mlflow), kind="full", n_examples=len(train))
+    reused = sum(v is not None for v in (base_vectors, full_vectors))
 
     # 3. Train and score each (seed, size) with the shipped model's recipe
     plan = plan_for(embedder.resolved_device())
@@ -187,8 +192,22 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
     return dg.Output(points, metadata=_metadata(
         points, png, finetuned_biencoder, f"computed: {len(config.seeds) * len(sizes)} models trained",
         models_trained=len(config.seeds) * len(sizes), steps=total_steps, seconds=round(seconds, 1), unit=unit,
+        indices_reused=reused,   # of the base and shipped models' chunk vectors, read from their LanceDB tables
         #   seconds: training + scoring; steps: every model's together (pipelines/estimate.py's cost a step)
         sizes=dg.MetadataValue.json(sizes), sizes_dropped=dg.MetadataValue.json(dropped)))
+
+
+def index_vectors(lancedb: LanceDBResource, index: dict, chunk_ids: list[str]):
+    """The chunk vectors an index asset stored for every one of `chunk_ids` (in that order), or None when it has
+    not got them all (no table, another model, chunks it has not seen): then the caller embeds them."""
+    import numpy as np
+
+    if not index or index.get("enabled") is False or not index.get("table"):
+        return None
+    stored = lancedb.stored_vectors(index["table"], index.get("model", ""))
+    if not chunk_ids or any(c not in stored for c in chunk_ids):
+        return None
+    return np.stack([np.asarray(stored[c], dtype="float32") for c in chunk_ids])
 
 
 def _metadata(points: pd.DataFrame, png: Path, finetuned_biencoder: dict, note: str, **extra) -> dict:

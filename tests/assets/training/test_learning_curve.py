@@ -8,6 +8,7 @@ import pytest
 from assets.corpus.readers import HumanQuerySet
 from assets.training.learning_curve import LearningCurveConfig, learning_curve, shipped_seed
 from resources.embedder import EmbedderResource
+from resources.lance import LanceDBResource
 from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 from tests.conftest import TOPICS, tiny_documents
@@ -39,11 +40,13 @@ def _md(out: dg.Output) -> dict:
     return {k: v.value for k, v in out.metadata.items()}
 
 
-def _materialize(tmp_path, inputs, model_path, shipped: dict, **config):
+def _materialize(tmp_path, inputs, model_path, shipped: dict, indices=({}, {}), embedder=None, lancedb=None, **config):
     triplets, chunks, splits, human = inputs
     return learning_curve(dg.build_asset_context(), training_triplets=triplets, chunks=chunks, query_splits=splits,
                           human_queries=human, finetuned_biencoder=shipped,
-                          embedder=EmbedderResource(model=model_path, device="cpu"),
+                          baseline_index=indices[0], finetuned_index=indices[1],
+                          embedder=embedder or EmbedderResource(model=model_path, device="cpu"),
+                          lancedb=lancedb or LanceDBResource(uri=str(tmp_path / "lancedb")),
                           mlflow=MLflowResource(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"),
                           workspace=WorkspaceResource(home=str(tmp_path)),
                           config=LearningCurveConfig(**{"sizes": [4, 8], "seeds": [0, 1], "batch_size": 4, **config}))
@@ -134,3 +137,41 @@ def test_the_shipped_seed_is_read_from_its_run_and_a_server_error_is_not_read_as
     monkeypatch.setattr(mlflow_api.MlflowClient, "get_run", bad_gateway)
     with pytest.raises(RestException, match="502 Bad Gateway"):
         shipped_seed({"mlflow_run_id": run.info.run_id}, tracking)
+
+
+def test_the_base_and_shipped_models_chunk_vectors_are_read_from_their_indices_not_embedded_again(
+        tmp_path, shipped, inputs, tiny_model_path):
+    value = {k: v for k, v in shipped[1].items() if k != "mlflow_run_id"}   # no run to log into: not the point here
+    _, chunks, _, _ = inputs
+    embedder = EmbedderResource(model=tiny_model_path, device="cpu")
+    lancedb = LanceDBResource(uri=str(tmp_path / "lancedb"))
+    vectors = embedder.encode(chunks["text"].tolist())
+    for table in ("chunks_base", "chunks_finetuned"):
+        lancedb.sync_chunk_table(table, chunks, vectors, model=tiny_model_path)
+    index = {"table": "chunks_base", "model": tiny_model_path}
+    indices = (index, {**index, "table": "chunks_finetuned"})
+
+    class Counting(EmbedderResource):
+        def encode(self, texts, path=None, **kw):
+            calls.append(len(texts))
+            return super().encode(texts, path, **kw)
+
+    calls = []
+    reused = _materialize(tmp_path / "a", inputs, tiny_model_path, value, indices=indices, sizes=[4], seeds=[0],
+                          embedder=Counting(model=tiny_model_path, device="cpu"), lancedb=lancedb)
+    chunk_passes_reused = sum(n == len(chunks) for n in calls)
+    calls.clear()
+    embedded = _materialize(tmp_path / "b", inputs, tiny_model_path, value, sizes=[4], seeds=[0],
+                            embedder=Counting(model=tiny_model_path, device="cpu"))
+    assert _md(reused)["indices_reused"] == 2 and _md(embedded)["indices_reused"] == 0
+    assert sum(n == len(chunks) for n in calls) == chunk_passes_reused + 2   # two corpus passes saved
+    cols = ["query_set", "kind", "size", "ndcg@10", "recall@10"]
+    pd.testing.assert_frame_equal(reused.value[cols], embedded.value[cols], atol=1e-5)
+    # an index that lacks a chunk (or holds another model's vectors) is not used: the corpus is embedded
+    partial = LanceDBResource(uri=str(tmp_path / "partial"))
+    partial.sync_chunk_table("chunks_base", chunks.iloc[1:], vectors[1:], model=tiny_model_path)
+    from assets.training.learning_curve import index_vectors
+
+    assert index_vectors(partial, index, chunks["chunk_id"].tolist()) is None
+    assert index_vectors(lancedb, {**index, "model": "other"}, chunks["chunk_id"].tolist()) is None
+    assert index_vectors(lancedb, {"enabled": False}, chunks["chunk_id"].tolist()) is None
