@@ -38,6 +38,7 @@ GATE_TAG, REASON_TAG, PATH_TAG = "flywheel.gate", "flywheel.gate_reason", "flywh
 class PromotionConfig(dg.Config):
     alias: str = "champion"
     min_gain: float = 0.0            # the gain's 95% CI lower bound must be above this (nDCG@10)
+    alpha: float = 0.05              # and the paired randomization test's p-value below this
     guard_tolerance: float = 0.01    # the guard set may fall by at most this much mean nDCG@10
     resamples: int = 10_000          # bootstrap resamples / randomization permutations (~0.1 s for 300 queries)
     seed: int = 0
@@ -149,7 +150,7 @@ def promotion_gate(context: dg.AssetExecutionContext, chunks: pd.DataFrame, quer
         champ_path = champion_model_path(champion, mlflow, workspace) if champion is not None else None
         cand_gate, cand_guard = scores(finetuned_biencoder["model_path"])
         champ_gate, champ_guard = scores(champ_path)
-        settings = GateSettings(min_gain=config.min_gain, guard_tolerance=config.guard_tolerance,
+        settings = GateSettings(min_gain=config.min_gain, alpha=config.alpha, guard_tolerance=config.guard_tolerance,
                                 resamples=config.resamples, seed=config.seed)
         result = decide(cand_gate, champ_gate, cand_guard if guard else None, champ_guard if guard else None, settings)
         who = champion_summary(champion, champ_path, base)["what"]

@@ -56,3 +56,15 @@ def test_only_a_version_the_gate_promoted_is_vetted_to_serve():
     assert champion_vetting({"version": "3"}, {"flywheel.gate": "promoted"})[0]
     ok, why = champion_vetting({"version": "4"}, {"flywheel.gate": "rejected"})
     assert not ok and "aliased by hand" in why
+
+
+def test_a_gain_from_a_handful_of_queries_needs_the_randomization_test_too():
+    """4 of 24 queries gain, none loses: the bootstrap's lower bound is above 0, the sign-flip p is 2 x 2**-4."""
+    champ = frame([0.4] * 24)
+    cand = frame([0.45] * 4 + [0.4] * 20)
+    result = decide(cand, champ, None, None, FAST)
+    lo, _ = result.gate["ci95"]
+    assert lo > 0 and result.gate["p_value"] == pytest.approx(0.125, abs=0.03)
+    assert not result.promote and "randomization test" in result.reason and "p=0.1" in result.reason
+    loose = GateSettings(resamples=FAST.resamples, seed=FAST.seed, alpha=0.2)
+    assert decide(cand, champ, None, None, loose).promote   # the threshold is config, not hard-wired

@@ -204,7 +204,7 @@ def test_two_corpora_on_one_registry_have_two_champions(world):
 
     a = trained_in_corpus(world, "corpus-a")
     assert a["registered_model"] == "flywheel-corpus-a-biencoder"
-    decided = gate(world, a, config=PromotionConfig(resamples=200, min_gain=-1.0, guard_tolerance=1.0))   # promote
+    decided = gate(world, a, config=PromotionConfig(resamples=200, min_gain=-1.0, alpha=1.1, guard_tolerance=1.0))   # promote
     assert decided["decision"] == "promoted" and "no version promoted yet" in decided["reason"]   # A had no champion
     assert r["mlflow"].alias_version(a["registered_model"]).version == a["model_version"]
     assert r["mlflow"].alias_version(b["registered_model"]).version == b["model_version"]   # B's did not move
