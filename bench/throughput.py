@@ -128,13 +128,9 @@ def ndcg_of(chunk_vectors: np.ndarray, query_vectors: np.ndarray, chunk_ids, chu
 def has_bf16_hardware() -> tuple[bool, str]:
     import torch
 
-    capability = torch.backends.cpu.get_cpu_capability()
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        flags = set()
-    found = sorted(flags & {"avx512_bf16", "amx_bf16"})
-    return bool(found) or "AMX" in capability.upper(), f"capability {capability}, flags {', '.join(found) or 'none'}"
+    from resources.device import cpu_has_native_bf16
+
+    return cpu_has_native_bf16(), f"capability {torch.backends.cpu.get_cpu_capability()}"
 
 
 def onnx_encoders(model, batch: int):
@@ -213,7 +209,8 @@ def embedding_rows(corpus: Path, n_chunks: int, repeats: int, ndcg_queries: int 
     chunk_ids, all_texts = chunks["chunk_id"].astype(str).tolist(), chunks["text"].tolist()
     chunk_doc = dict(zip(chunk_ids, chunks["doc_id"].astype(str)))
     texts = all_texts[:n_chunks]
-    embedder = EmbedderResource(device="cpu")
+    embedder = EmbedderResource(device="cpu", precision="fp32")    # our path in fp32: the same vectors as plain
+    default = EmbedderResource(device="cpu")                         # what a run uses: precision "auto"
     model = embedder.load()
     tokens = sum(min(len(ids), model.max_seq_length) for ids in model.tokenizer(texts)["input_ids"])
     threads = torch.get_num_threads()
@@ -234,17 +231,16 @@ def embedding_rows(corpus: Path, n_chunks: int, repeats: int, ndcg_queries: int 
         finally:
             torch.set_num_threads(threads)
 
-    def bf16(t):
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return embedder.encode(t)
+    def bf16(t):   # the embedder's own bf16 path (precision "bf16": torch.autocast around encode)
+        return EmbedderResource(device="cpu", precision="bf16").encode(t)
 
     configs = [("plain SentenceTransformer.encode, fp32, batch 32", plain, False),
-               ("our index path: EmbedderResource.encode (batch 64, sorted by length over the call)", ours, False),
+               ("our index path in fp32: EmbedderResource.encode (batch 64, sorted by length over the call)", ours, False),
                ("candidate: no length sorting (64-chunk calls in corpus order)", unsorted, False),
                (f"candidate: 1 thread instead of {threads}", one_thread, False)]
     bf16_ok, why = has_bf16_hardware()
     if bf16_ok:
-        configs.append(("candidate: bf16 autocast", bf16, True))
+        configs.append((f"bf16 autocast (precision auto picks it here: {default.inference_precision()})", bf16, True))
     else:
         row("candidate: bf16 autocast", "not run", "-", f"no AVX512-BF16/AMX ({why})")
     onnx = onnx_encoders(model, 64)
@@ -271,13 +267,20 @@ def embedding_rows(corpus: Path, n_chunks: int, repeats: int, ndcg_queries: int 
             chunk_ids, all_texts = [chunk_ids[i] for i in keep], [all_texts[i] for i in keep]
         queries = list(qset.queries.values())
         reference = ndcg_of(ours(all_texts), ours(queries), chunk_ids, chunk_doc, qset)
+    notes = {}
     for name, encode, changes in configs[2:]:
         note = "same vectors"
         if changes and reference is not None:
             ndcg = ndcg_of(encode(all_texts), encode(queries), chunk_ids, chunk_doc, qset)
             note = (f"nDCG@10 on {qset.name} ({len(qset.queries)} human queries, {len(all_texts):,} chunks): "
                     f"{reference:.4f} -> {ndcg:.4f} ({ndcg - reference:+.4f})")
-        row(name, f"{rates[name]:,.0f} tokens/s", f"{rates[name] / rates[ours_name]:.2f}x vs our index path", note)
+        notes[name] = note
+        row(name, f"{rates[name]:,.0f} tokens/s", f"{rates[name] / rates[ours_name]:.2f}x vs our index path in fp32", note)
+    auto = default.inference_precision()
+    auto_name = next(n for n, *_ in configs if n.startswith("bf16")) if auto == "bf16" else ours_name
+    row(f"embedding, what a run uses (EmbedderResource, precision auto = {auto}) vs {base_name}",
+        f"{rates[auto_name]:,.0f} vs {rates[base_name]:,.0f} tokens/s", f"{rates[auto_name] / rates[base_name]:.2f}x",
+        notes.get(auto_name, "same vectors"))
     physical_limit(model, tokens / len(texts), max(rates.values()), rates[ours_name], threads)
 
 
@@ -407,12 +410,21 @@ def physical_limit(model, mean_tokens: float, best_rate: float, our_rate: float,
     except (OSError, ValueError):
         mhz = 2000.0
     cores = os.cpu_count() or 1
-    peak_fp32, peak_amx = cores * mhz * 1e6 * 64, cores * mhz * 1e6 * 1024
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    # a cycle a core: fp32 AVX-512, 2 FMA units x 16 lanes x 2 = 64; AVX512-BF16's dot products twice that; AMX 1,024
+    bf16_per_cycle, bf16_unit = (1024, "AMX") if "amx_bf16" in flags else (128, "AVX512-BF16") \
+        if "avx512_bf16" in flags else (0, "")
+    peak_fp32, peak_bf16 = cores * mhz * 1e6 * 64, cores * mhz * 1e6 * bf16_per_cycle
+    bf16_note = (f", {bf16_unit} bf16 peak {peak_bf16 / 1e9:,.0f} (best candidate at "
+                 f"{flops * best_rate / peak_bf16:.0%} of it)") if peak_bf16 else ", no native bf16"
     row("physical limit (MiniLM-L6)",
         f"{flops / 1e6:.1f} MFLOPs a token x {our_rate:,.0f} tokens/s = {flops * our_rate / 1e9:.1f} GFLOP/s "
         f"(best candidate {flops * best_rate / 1e9:.1f})",
         f"{flops * our_rate / peak_fp32:.1%} of fp32 peak", f"{cores} cores x {mhz / 1000:.2f} GHz: fp32 AVX-512 "
-        f"peak {peak_fp32 / 1e9:,.0f} GFLOP/s, AMX bf16 {peak_amx / 1e9:,.0f}; {threads} torch threads")
+        f"peak {peak_fp32 / 1e9:,.0f} GFLOP/s{bf16_note}; {threads} torch threads")
 
 
 def main() -> int:

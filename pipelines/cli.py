@@ -41,7 +41,8 @@ def build_run_config(args: argparse.Namespace) -> dict:
         "finetuned_biencoder": {"epochs": args.epochs, "max_steps": args.max_steps,
                                 "learning_rate": args.learning_rate, "interpolation": args.interpolation,
                                 "min_change_to_retrain": getattr(args, "min_change_to_retrain", None),
-                                "evals_per_run": getattr(args, "evals_per_run", None)},
+                                "evals_per_run": getattr(args, "evals_per_run", None),
+                                "validation_corpus": getattr(args, "validation_corpus", None)},
         "distilled_biencoder": {"enabled": True if args.distill else None,
                                 **({"epochs": args.epochs, "max_steps": args.max_steps,
                                     "learning_rate": args.learning_rate, "interpolation": args.interpolation}
@@ -376,6 +377,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--candidates", type=int, help="candidates judged per labelled query (default 3)")
     run.add_argument("--epochs", type=float, help="training epochs (default 1)")
     run.add_argument("--max-steps", type=int, help="> 0 overrides --epochs")
+    run.add_argument("--validation-corpus", type=int, help="chunks each validation pass of the bi-encoder embeds "
+                                                             "and searches (default 1000)")
     run.add_argument("--evals-per-run", type=int, help="validation passes while training each model (default 4); "
                                                          "each one embeds the validation corpus")
     run.add_argument("--learning-rate", type=float, help="default 1e-5")

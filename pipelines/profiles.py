@@ -6,7 +6,7 @@ whole loop before deciding to spend an hour on their own corpus. What it gives u
 says something true:
 - queries for 120 of the sample's ~600 chunks, 50 of them judged: the synthetic test split keeps ~25
   queries, enough for the paired CIs to be honest about being wide;
-- one validation pass while training instead of four (each embeds the validation corpus);
+- one validation pass while training instead of four, over 200 chunks instead of 1,000 (each pass embeds them);
 - the reranker trains 10 steps instead of its 300-step floor: it stays near chance, and the reranker
   verdict and the gate say so (assets/training/crossencoder.py, MIN_STEPS_WHY);
 - the learning curve at two small points and one seed; UPR reorders the top 10, not 20.
@@ -26,6 +26,7 @@ PROFILES: dict[str, dict[str, object]] = {
         "curve_sizes": "30,60",
         "curve_seeds": "0",
         "evals_per_run": 1,
+        "validation_corpus": 200,
     },
 }
 

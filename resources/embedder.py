@@ -29,6 +29,8 @@ class EmbedderResource(dg.ConfigurableResource):
     device: str = "auto"
     batch_size: int = 64          # CPU batch; scaled up on an accelerator by the device plan
     max_seq_length: int = 256     # MiniLM was trained at 256 word pieces; longer inputs are truncated
+    precision: str = "auto"       # encoding: "auto" (bf16 autocast on a CPU with native bf16, else fp32), "fp32",
+    #                               "bf16". Stored vectors are keyed by it (vector_key): a change re-embeds
 
     _cache: dict = PrivateAttr(default_factory=dict)
 
@@ -54,6 +56,20 @@ class EmbedderResource(dg.ConfigurableResource):
     def resolved_device(self) -> str:
         return choose_device(self.device)
 
+    def inference_precision(self) -> str:
+        if self.precision == "auto":
+            return plan_for(self.resolved_device()).inference
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"embedder precision {self.precision!r}: use 'auto', 'fp32' or 'bf16'")
+        return self.precision
+
+    def vector_key(self, path: str | None = None) -> str:
+        """What stored vectors are keyed by in LanceDB: the model, and the precision when it is not fp32 (a bf16
+        vector and an fp32 one of the same chunk differ in the third decimal; an index never mixes them)."""
+        model = path or self.base_model_path()
+        precision = self.inference_precision()
+        return model if precision == "fp32" else f"{model}@{precision}"
+
     def load(self, path: str | None = None):
         """A SentenceTransformer for `path` (default: the base model), loaded once per resource instance."""
         key = path or self.base_model_path()
@@ -78,12 +94,20 @@ class EmbedderResource(dg.ConfigurableResource):
         model = self.load(path)
         if not texts:
             return np.zeros((0, model.get_sentence_embedding_dimension()), dtype="float32")
-        plan = plan_for(self.resolved_device())
-        emb = model.encode(
-            texts,
-            batch_size=self.batch_size * plan.batch_scale,
-            normalize_embeddings=True,     # cosine = dot product; LanceDB searches with the cosine metric
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-        )
-        return emb.astype("float32")
+        import contextlib
+
+        import torch
+
+        device = self.resolved_device()
+        plan = plan_for(device)
+        autocast = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if self.inference_precision() == "bf16"
+                    else contextlib.nullcontext())
+        with autocast:
+            emb = model.encode(
+                texts,
+                batch_size=self.batch_size * plan.batch_scale,
+                normalize_embeddings=True,     # cosine = dot product; LanceDB searches with the cosine metric
+                convert_to_numpy=True,
+                show_progress_bar=show_progress,
+            )
+        return np.asarray(emb, dtype="float32")

@@ -96,6 +96,9 @@ class OpenAIEmbedderResource(EmbedderResource):
         """Not a path: the key of this model's vectors in LanceDB and in the cache, "openai:<model>"."""
         return f"openai:{self.model}" + (f"@{self.dimensions}" if self.dimensions else "")
 
+    def inference_precision(self) -> str:
+        return "fp32"   # the provider computes the vectors: nothing local to choose
+
     def frozen_reason(self) -> str:
         return (f"the embedder is a provider's model ({self.model}, an OpenAI-compatible endpoint): its weights "
                 "cannot be fine-tuned here; the query adapter (query_adapter) is the lever over its frozen vectors")

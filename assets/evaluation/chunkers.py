@@ -171,7 +171,7 @@ def chunker_baselines(context: dg.AssetExecutionContext, documents: pd.DataFrame
     value = {"chunkers": {}, "shipped": shipped.name, "note": note, "stats": {}}
     if note:
         return dg.Output(value, metadata={"note": note, "chunks_embedded": 0, "n_chunkers": 0})
-    model = embedder.base_model_path()
+    model = embedder.vector_key()   # the base model's vectors, at the precision the embedder encodes in
     cache = {c: v for s in specs[1:] for c, v in lancedb.stored_vectors(chunker_table(s), model).items()}
     cache |= lancedb.stored_vectors(baseline_index["table"], model)
     query_vectors = {n: embedder.encode([qs.queries[q] for q in qs.qids]) for n, qs in sets.items()}

@@ -40,16 +40,17 @@ def build_index(context, chunks: pd.DataFrame, embedder: EmbedderResource, lance
     """Sync `table` to `chunks` with `model_path`'s vectors (None: the base model), embedding only chunks that
     neither `table` nor the `reuse_from` tables hold with the same model."""
     model = model_path or embedder.base_model_path()
+    key = embedder.vector_key(model_path)   # the model, and its precision when not fp32
     t0, paid = time.perf_counter(), embedder.usage()
-    own = lancedb.stored_vectors(table, model)
-    stored = {c: v for source in reuse_from for c, v in lancedb.stored_vectors(source, model).items()} | own
+    own = lancedb.stored_vectors(table, key)
+    stored = {c: v for source in reuse_from for c, v in lancedb.stored_vectors(source, key).items()} | own
     vectors, n_new = embed_incrementally(chunks, stored, lambda texts: embedder.encode(texts, model_path))
     embed_s = time.perf_counter() - t0
     paid = {k: v - paid.get(k, 0) for k, v in embedder.usage().items()}   # a provider's requests and cache hits
-    index, write = lancedb.sync_chunk_table(table, chunks, vectors, model=model)
+    index, write = lancedb.sync_chunk_table(table, chunks, vectors, model=key)
     sample = chunks["text"].iloc[0] if len(chunks) else ""
     probe = index.bm25(sample, 1) if sample else []
-    info = {"table": table, "uri": lancedb.uri, "model": model, "n_rows": index.count(),
+    info = {"table": table, "uri": lancedb.uri, "model": model, "vector_key": key, "n_rows": index.count(),
             "dim": int(vectors.shape[1]) if len(vectors) else 0}
     context.log.info(f"{table}: embedded {n_new} new chunks, reused {len(chunks) - n_new}, in {embed_s:.1f}s")
     return dg.Output(info, metadata={

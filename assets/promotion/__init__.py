@@ -142,7 +142,7 @@ def promotion_gate(context: dg.AssetExecutionContext, chunks: pd.DataFrame, quer
                 ids, vectors = lancedb.open(tables[key]).vectors()
             else:   # an older champion: the serving table holds its vectors; embed only what it lacks
                 ids = list(chunks["chunk_id"])
-                vectors, _ = embed_incrementally(chunks, lancedb.stored_vectors(SERVING_TABLE, key),
+                vectors, _ = embed_incrementally(chunks, lancedb.stored_vectors(SERVING_TABLE, embedder.vector_key(key)),
                                                  lambda texts: embedder.encode(texts, model_path))
             encode = lambda texts: embedder.encode(texts, model_path)  # noqa: E731
             return score_sets(gate, encode, ids, vectors), score_sets(guard, encode, ids, vectors)

@@ -34,6 +34,8 @@ class TrainConfig(dg.Config):
     max_steps: int = 0                  # > 0 overrides epochs: a fixed budget for nightly runs
     learning_rate: float = 1e-5         # half the usual 2e-5: a good base model is easy to damage
     batch_size: int = 32
+    validation_corpus: int = 1000       # chunks each validation pass embeds and searches (the validation queries'
+                                        # own positives and negatives, then a fixed sample of the rest)
     mini_batch_size: int = 8            # texts in memory at once (GradCache for MNRL: the same loss as the whole
                                         # batch, in ~1/10 of the memory); 0 = the whole batch (~8 GB on a CPU)
     interpolation: float = 0.5          # WiSE-FT: 0.5 * tuned + 0.5 * base; 1.0 ships the raw fine-tune
@@ -59,7 +61,8 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
     settings = TrainSettings(epochs=config.epochs, max_steps=config.max_steps, learning_rate=config.learning_rate,
                              batch_size=config.batch_size * plan.batch_scale, interpolation=config.interpolation,
                              evals_per_run=config.evals_per_run, seed=config.seed, precision=plan.precision, loss=loss,
-                             mini_batch_size=config.mini_batch_size * plan.batch_scale)
+                             mini_batch_size=config.mini_batch_size * plan.batch_scale,
+                             validation_corpus=config.validation_corpus)
     corpus_name = chunks.attrs.get("corpus_name", "corpus")
     registered_name = mlflow.model_name(corpus_name, registered_kind)
     tags = run_tags(context, chunks, embedder.base_model_path(), device, "bi-encoder", loss=loss)

@@ -33,6 +33,7 @@ class TrainSettings:
     seed: int = 42
     precision: str = "fp32"           # "bf16" / "fp16" on an accelerator (resources.device.plan_for)
     loss: str = "mnrl"                # "mnrl" (contrastive) or "margin_mse" (distil a teacher's margins, as GPL)
+    validation_corpus: int = 1000     # chunks the validation queries are searched in (their own + a fixed sample)
     mini_batch_size: int = 8          # texts a forward/backward pass holds at once; the batch's loss is the same
     #   (mnrl: GradCache, CachedMultipleNegativesRankingLoss; margin_mse: gradient accumulation). 0 = the whole
     #   batch at once: 32 x 3 texts of <= 256 tokens keep ~8 GB of activations on a CPU (bench/throughput.py)
@@ -113,7 +114,7 @@ def train_biencoder(model, triplets: pd.DataFrame, chunks: pd.DataFrame, out_dir
         raise ValueError(f"only {len(train)} training triplets: write more queries (queries_per_chunk, max_chunks) "
                          "or lower the split fractions")
     train_ds = Dataset.from_pandas(train.reset_index(drop=True), preserve_index=False)
-    evaluator = validation_evaluator(triplets, chunks, seed=settings.seed)
+    evaluator = validation_evaluator(triplets, chunks, max_corpus=settings.validation_corpus, seed=settings.seed)
     base_state = copy.deepcopy(model.state_dict()) if settings.interpolation < 1.0 else None
 
     # 2. The step budget, how often to validate, and the trainer (scaffold.py: shared with the cross-encoder)

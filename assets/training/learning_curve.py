@@ -204,7 +204,7 @@ def index_vectors(lancedb: LanceDBResource, index: dict, chunk_ids: list[str]):
 
     if not index or index.get("enabled") is False or not index.get("table"):
         return None
-    stored = lancedb.stored_vectors(index["table"], index.get("model", ""))
+    stored = lancedb.stored_vectors(index["table"], index.get("vector_key", index.get("model", "")))
     if not chunk_ids or any(c not in stored for c in chunk_ids):
         return None
     return np.stack([np.asarray(stored[c], dtype="float32") for c in chunk_ids])

@@ -40,3 +40,16 @@ def test_available_devices_asks_torch(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert available_devices() == {"cpu"} and choose_device("auto") == "cpu"
 
+
+
+def test_encoding_precision_is_bf16_only_on_a_cpu_that_has_it_natively(tmp_path):
+    assert plan_for("cpu", cpu_bf16=True).inference == "bf16" and plan_for("cpu", cpu_bf16=True).precision == "fp32"
+    assert plan_for("cpu", cpu_bf16=False).inference == "fp32"
+    assert plan_for("cuda", bf16_supported=True).inference == "fp32"   # a GPU encodes fp32 fast enough
+    from resources.device import cpu_has_native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, expected in (("fpu avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True), ("fpu avx512f", False)):
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_has_native_bf16(str(cpuinfo)) is expected, flags
+    assert cpu_has_native_bf16(str(tmp_path / "absent")) is False
