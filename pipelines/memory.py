@@ -6,6 +6,8 @@
 
 The in-process executor runs one step at a time, so the peak RSS seen inside a step's window is that step's
 (plus whatever earlier steps left behind: a jump between two steps' peaks is what the later one added or kept).
+A spike shorter than the sampling interval is not missed: each sample also reads the kernel's high-water mark
+(getrusage's ru_maxrss), and a step during which it rose peaked at least there.
 `flywheel run` prints the peaks beside the stage seconds and writes them to `<home>/reports/stage_memory.json`;
 `/usr/bin/time -v` gives the same process's overall peak ("Maximum resident set size").
 """
@@ -21,7 +23,7 @@ class RssSampler:
 
     def __init__(self, interval_s: float = 0.2):
         self.interval_s = interval_s
-        self.samples: list[tuple[float, int]] = []   # (unix time, bytes)
+        self.samples: list[tuple[float, int, int]] = []   # (unix time, RSS bytes, high-water mark bytes)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -37,9 +39,19 @@ class RssSampler:
                 pass
         return total
 
+    @staticmethod
+    def high_water() -> int:
+        """This process's peak RSS so far, as the kernel counts it (ru_maxrss: KiB on Linux)."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def sample(self) -> tuple[float, int, int]:
+        return time.time(), self.rss(), self.high_water()
+
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.time(), self.rss()))
+            self.samples.append(self.sample())
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> RssSampler:
@@ -51,11 +63,11 @@ class RssSampler:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self.samples.append((time.time(), self.rss()))
+        self.samples.append(self.sample())
 
     @property
     def peak(self) -> int:
-        return max((b for _, b in self.samples), default=0)
+        return max((max(b, hwm) for _, b, hwm in self.samples), default=0)
 
 
 def step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
@@ -72,17 +84,20 @@ def step_windows(instance, run_id: str) -> dict[str, tuple[float, float]]:
     return windows
 
 
-def peak_by_step(samples: Iterable[tuple[float, int]], windows: dict[str, tuple[float, float]]) -> dict[str, int]:
-    """{step: the largest sample (bytes) taken inside its window}; a step too short for any sample gets the
-    sample nearest its end, so every step has a figure."""
+def peak_by_step(samples: Iterable[tuple[float, int, int]], windows: dict[str, tuple[float, float]]) -> dict[str, int]:
+    """{step: the largest RSS sample (bytes) inside its window, or the high-water mark where it rose during the
+    window (a spike between two samples)}; a step too short for any sample gets the sample nearest its end."""
     ordered = sorted(samples)
     peaks: dict[str, int] = {}
     for step, (start, end) in windows.items():
-        inside = [b for t, b in ordered if start <= t <= end]
+        inside = [s for s in ordered if start <= s[0] <= end]
         if not inside and ordered:
-            inside = [min(ordered, key=lambda s: abs(s[0] - end))[1]]
-        if inside:
-            peaks[step] = max(inside)
+            inside = [min(ordered, key=lambda s: abs(s[0] - end))]
+        if not inside:
+            continue
+        before = [s[2] for s in ordered if s[0] < start]
+        rose = inside[-1][2] if inside[-1][2] > (before[-1] if before else 0) else 0
+        peaks[step] = max(max(b for _, b, _ in inside), rose)
     return peaks
 
 

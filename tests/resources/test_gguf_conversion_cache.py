@@ -48,15 +48,15 @@ def test_converted_once_then_reused_and_a_new_file_converts_again(tmp_path, fake
     log, _ = fake_transformers
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF" + b"\0" * 60)
-    first = LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf")
+    first = LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf", isolate=False)
     st = gguf.stat()
     assert first == tmp_path / f"m.hf-{st.st_size}-{st.st_mtime_ns}" and (first / "config.json").exists()
     assert [e[0] for e in log] == ["load", "save", "tokenizer"]
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]          # renamed into place, atomically
     log.clear()
-    assert LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf") == first and log == []   # the cache hit
+    assert LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf", isolate=False) == first and log == []   # the cache hit
     os.utime(gguf, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))      # the GGUF was replaced
-    second = LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf")
+    second = LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf", isolate=False)
     assert second != first and [e[0] for e in log] == ["load", "save", "tokenizer"]
 
 
@@ -64,5 +64,21 @@ def test_a_folder_that_cannot_be_written_loads_the_gguf_and_leaves_no_partial_co
     log, state = fake_transformers
     state["fail"] = True
     (tmp_path / "m.gguf").write_bytes(b"GGUF")
-    assert LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf") == tmp_path
+    assert LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf", isolate=False) == tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]
+
+
+def test_the_conversion_runs_in_a_child_process_and_its_failure_is_an_oserror_here(tmp_path):
+    """The real isolated path: a child process that does the work, and one that fails."""
+    from resources.llm_local import run_isolated
+
+    run_isolated("os", "mkdir", str(tmp_path / "made"))
+    assert (tmp_path / "made").is_dir()
+    with pytest.raises(OSError, match=r"os.mkdir failed in a child process \(rc 1\).*FileExistsError"):
+        run_isolated("os", "mkdir", str(tmp_path / "made"))
+
+
+def test_a_conversion_that_fails_in_the_child_falls_back_to_loading_the_gguf(tmp_path):
+    (tmp_path / "m.gguf").write_bytes(b"GGUF not really")   # the child's transformers cannot read it
+    assert LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf") == tmp_path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]   # no half-written copy
