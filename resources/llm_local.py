@@ -182,8 +182,8 @@ class LocalGGUFLLMResource(LLMResource):
         device = choose_device(self.device)
         dtype = getattr(torch, choose_dtype(self.dtype, device))
         source, gguf_file = self._resolve_source()
-        if gguf_file and self.cache_converted:
-            source, gguf_file = self._converted_folder(Path(source), gguf_file), None
+        if gguf_file and self.cache_converted:   # saved in the dtype it is used in: a bf16 load reads 0.5 GB, not 1.1
+            source, gguf_file = self._converted_folder(Path(source), gguf_file, dtype=str(dtype).removeprefix("torch.")), None
         kwargs = {"gguf_file": gguf_file} if gguf_file else {}
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs).to(device).eval()
@@ -208,23 +208,26 @@ class LocalGGUFLLMResource(LLMResource):
         return (str(path) if path.exists() else self.model_path), None
 
     @staticmethod
-    def _converted_folder(folder: Path, gguf_file: str, isolate: bool = True) -> str | Path:
+    def _converted_folder(folder: Path, gguf_file: str, isolate: bool = True, dtype: str = "float32") -> str | Path:
         """A safetensors copy of a GGUF's dequantized weights, made once; the GGUF folder if it cannot be written.
 
         The conversion runs in a child process (`isolate`): transformers' GGUF reader holds the quantized file,
         its dequantized numpy arrays and the torch state dict at once (3.2 GiB high-water for a 270M model,
-        measured), and a child hands all of it back when it exits instead of raising the run's peak."""
+        measured), and a child hands all of it back when it exits instead of raising the run's peak. The copy is
+        saved in `dtype` (cast from the dequantized fp32: the same values a load with that dtype would give), so
+        loading it reads no more than the model will hold; each dtype has its own folder."""
         gguf = folder / gguf_file
         stat = gguf.stat()
-        target = folder / f"{gguf.stem}.hf-{stat.st_size}-{stat.st_mtime_ns}"
+        suffix = "" if dtype == "float32" else f"-{dtype}"
+        target = folder / f"{gguf.stem}.hf-{stat.st_size}-{stat.st_mtime_ns}{suffix}"
         if (target / "config.json").exists():
             return target
         try:
             tmp = folder / f".{target.name}.tmp-{os.getpid()}"
             if isolate:
-                run_isolated("resources.llm_local", "write_converted", str(folder), gguf_file, str(tmp))
+                run_isolated("resources.llm_local", "write_converted", str(folder), gguf_file, str(tmp), dtype)
             else:
-                write_converted(str(folder), gguf_file, str(tmp))
+                write_converted(str(folder), gguf_file, str(tmp), dtype)
             os.replace(tmp, target)
         except OSError as exc:  # read-only folder, full disk, or another process won the rename
             if (target / "config.json").exists():
@@ -339,12 +342,15 @@ class LocalGGUFLLMResource(LLMResource):
         return scores
 
 
-def write_converted(folder: str, gguf_file: str, out: str) -> None:
-    """Load `folder/gguf_file` dequantized to fp32 and save it (and its tokenizer) as a plain transformers folder."""
+def write_converted(folder: str, gguf_file: str, out: str, dtype: str = "float32") -> None:
+    """Load `folder/gguf_file` dequantized to fp32 and save it (and its tokenizer) as a plain transformers folder,
+    cast to `dtype` first unless that is float32."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    if dtype != "float32":
+        model = model.to(getattr(torch, dtype))
     model.hf_quantizer = None  # the weights are dequantized already: save them as plain tensors
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config

@@ -14,6 +14,10 @@ class _Saved:
         self.config.quantization_config = {"q4": True}
         self.hf_quantizer = "q"
 
+    def to(self, dtype):
+        self.log.append(("cast", str(dtype)))
+        return self
+
     def save_pretrained(self, path):
         self.log.append(("save", str(path)))
         if self.fail:
@@ -82,3 +86,13 @@ def test_a_conversion_that_fails_in_the_child_falls_back_to_loading_the_gguf(tmp
     (tmp_path / "m.gguf").write_bytes(b"GGUF not really")   # the child's transformers cannot read it
     assert LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf") == tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]   # no half-written copy
+
+
+def test_each_dtype_has_its_own_converted_copy_cast_before_saving(tmp_path, fake_transformers):
+    log, _ = fake_transformers
+    (tmp_path / "m.gguf").write_bytes(b"GGUF" + b"\0" * 60)
+    fp32 = LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf", isolate=False)
+    log.clear()
+    bf16 = LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf", isolate=False, dtype="bfloat16")
+    assert bf16 != fp32 and bf16.name.endswith("-bfloat16") and (bf16 / "config.json").exists()
+    assert [e[0] for e in log] == ["load", "cast", "save", "tokenizer"] and log[1][1] == "torch.bfloat16"
