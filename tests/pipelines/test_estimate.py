@@ -170,5 +170,7 @@ def test_a_failed_run_still_prints_the_seconds_of_each_stage(tmp_path, tiny_beir
     code = _cli(tmp_path, tiny_beir, monkeypatch, "--only", "documents,human_queries,chunks")
     err = capsys.readouterr().err
     assert code == 1
-    seconds = err.split("stage seconds:\n", 1)[1]
+    seconds = err.split("stage seconds and peak RSS (MiB):\n", 1)[1]
     assert "  corpus " in seconds and "  chunks (failed) " in seconds and "flywheel run failed after" in err
+    failed = next(line for line in seconds.splitlines() if line.startswith("  chunks (failed) "))
+    assert len(failed.split()) == 4   # name, "(failed)", its seconds and its peak MiB
