@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from pipelines.profiles import PROFILES, apply_profile   # plain data: --help stays fast
+
 REPO_DAGSTER_YAML = Path(__file__).resolve().parent.parent / "dagster.yaml"
 
 
@@ -160,8 +162,6 @@ def run_flywheel(args: argparse.Namespace):
     """Materialize flywheel_job in-process; returns (result, stage seconds). Used by the CLI and bench/.
 
     A --corpus that does not exist or holds nothing readable raises UnreadableCorpus before anything is created."""
-    from pipelines.profiles import apply_profile
-
     apply_profile(args)
     home = Path(args.home).expanduser().resolve()
     if args.corpus:
@@ -252,8 +252,6 @@ def print_plan(args: argparse.Namespace, home: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.profiles import apply_profile
-
     apply_profile(args)   # before the plan, so that the estimate is of what will run
     home = Path(args.home).expanduser().resolve()
     t0 = time.perf_counter()
@@ -269,10 +267,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except UnreadableCorpus as e:   # a wrong --corpus: one line, no traceback, nothing created
         print(f"flywheel: {e}", file=sys.stderr)
         return 2
-    memory = read_stage_memory(home, result.run_id)
-    print(f"stage seconds{' and peak RSS (MiB)' if memory else ''}:\n" + "\n".join(
-        f"  {k:<28} {v:8.1f}" + (f" {memory[k.removesuffix(' (failed)')]:9,.0f}" if k.removesuffix(' (failed)') in memory else "")
-        for k, v in seconds.items()), file=sys.stderr)
+    memory = read_stage_memory(home, result.run_id)   # {step: peak MiB}; a failed step is "<step> (failed)" here
+    rows = []
+    for step, secs in seconds.items():
+        peak = memory.get(step.removesuffix(" (failed)"))
+        rows.append(f"  {step:<28} {secs:8.1f}" + (f" {peak:9,.0f}" if peak is not None else ""))
+    print(f"stage seconds{' and peak RSS (MiB)' if memory else ''}:\n" + "\n".join(rows), file=sys.stderr)
     if not result.success:
         for event in result.all_events:
             if event.is_failure:
@@ -360,7 +360,7 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize the whole graph in-process and print the evaluation table")
     run.add_argument("--corpus", default="", help="folder / .jsonl / .parquet / BEIR folder (default: bundled sample)")
     run.add_argument("--home", default="flywheel_home", help="where everything is written")
-    run.add_argument("--profile", default="full", choices=["full", "demo"],   # pipelines/profiles.py
+    run.add_argument("--profile", default="full", choices=sorted(PROFILES),
                      help="full: the stages' defaults; demo: a few minutes on the sample corpus (make demo). "
                           "Knobs given here override the profile's")
     run.add_argument("--feedback", default="",

@@ -99,7 +99,3 @@ def peak_by_step(samples: Iterable[tuple[float, int, int]], windows: dict[str, t
         rose = inside[-1][2] if inside[-1][2] > (before[-1] if before else 0) else 0
         peaks[step] = max(max(b for _, b, _ in inside), rose)
     return peaks
-
-
-def format_mib(n_bytes: int) -> str:
-    return f"{n_bytes / 2**20:,.0f} MiB"

@@ -6,6 +6,7 @@ tests pass `available=` to pretend a device exists.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,11 @@ def choose_device(preference: str = "auto", available: set[str] | None = None) -
     return preference
 
 
+@lru_cache(maxsize=8)
 def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """AVX512-BF16 or AMX in the CPU's flags. ATen's `get_cpu_capability()` stops at "AVX512", so it cannot tell;
-    without them bf16 is emulated on a CPU and slower than fp32. False where there is no /proc/cpuinfo."""
+    without them bf16 is emulated on a CPU and slower than fp32. False where there is no /proc/cpuinfo. Read
+    once a process: every `plan_for` (so every encode) asks, and the flags do not change."""
     from pathlib import Path
 
     try:

@@ -123,6 +123,20 @@ class LanceDBResource(dg.ConfigurableResource):
         mat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(len(ids), -1)
         return dict(zip(ids, mat))
 
+    def index_vectors(self, index: dict, chunk_ids: list[str]) -> tuple["np.ndarray | None", list[str]]:
+        """(vectors in `chunk_ids` order, []) from the table an index asset wrote (its output dict: `table`, and
+        `vector_key`, or `model` in older outputs), or (None, the chunk ids it lacks) when it has not got them
+        all: no table, another model or precision, chunks it has not seen."""
+        import numpy as np
+
+        if not index or index.get("enabled") is False or not index.get("table"):
+            return None, list(chunk_ids)
+        stored = self.stored_vectors(index["table"], index.get("vector_key") or index.get("model", ""))
+        missing = [c for c in chunk_ids if c not in stored]
+        if missing or not chunk_ids:
+            return None, missing
+        return np.asarray([stored[c] for c in chunk_ids], dtype="float32"), []
+
     def write_chunk_table(self, name: str, chunks, vectors, model: str = "") -> ChunkIndex:
         """(Re)write `name` from a chunks DataFrame and its vectors, then rebuild the full-text index.
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, PrivateAttr
 
 from resources import prompts
-from resources.device import choose_device  # "auto" -> cuda, then mps, then cpu
+from resources.device import choose_device, cpu_has_native_bf16, release_memory  # "auto" -> cuda, then mps, then cpu
 from resources.llm_base import JudgeRequest, LLMResource, _Call
 
 logger = logging.getLogger(__name__)
@@ -40,10 +40,7 @@ def choose_dtype(pref: str, device: str, cpu_has_bf16: bool | None = None) -> st
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
     if device == "cpu":
         if cpu_has_bf16 is None:
-            cpu_has_bf16 = bool(
-                getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-            )
+            cpu_has_bf16 = cpu_has_native_bf16()   # the one check, shared with the embedder
         return "bfloat16" if cpu_has_bf16 else "float32"
     return "float32"
 
@@ -171,8 +168,6 @@ class LocalGGUFLLMResource(LLMResource):
     def release(self) -> None:
         if self._model is not None:
             self._model = self._tokenizer = None
-            from resources.device import release_memory
-
             release_memory()
 
     def _load(self) -> tuple[Any, Any]:

@@ -115,12 +115,11 @@ def held_out_texts(query_splits: pd.DataFrame, human_queries: list) -> set[str]:
 
 def stored_base_vectors(lancedb: LanceDBResource, baseline_index: dict, chunk_ids: list[str]) -> np.ndarray:
     """The baseline table's vectors in `chunk_ids` order: expansion changes text only, it never embeds a chunk."""
-    stored = lancedb.stored_vectors(baseline_index["table"], baseline_index.get("vector_key", baseline_index["model"]))
-    missing = [c for c in chunk_ids if c not in stored]
+    vectors, missing = lancedb.index_vectors(baseline_index, chunk_ids)
     if missing:
         raise dg.Failure(description=f"{len(missing)} chunks (e.g. {missing[0]}) have no vector in "
                                      f"{baseline_index['table']}: materialize baseline_index with these chunks first")
-    return np.asarray([stored[c] for c in chunk_ids], dtype="float32")
+    return vectors if vectors is not None else np.asarray([], dtype="float32")   # no chunks
 
 
 def expansion_systems(expanded_index: dict, lancedb: LanceDBResource) -> dict[str, tuple]:
@@ -166,7 +165,7 @@ def expanded_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, synt
         stats["lowest_scoring"] = n_before - len(kept)
     expanded, n_expanded = expanded_chunks(chunks, kept)
     index = lancedb.write_chunk_table(EXPANDED_TABLE, expanded, vectors,
-                                      model=baseline_index.get("vector_key", baseline_index["model"]))
+                                      model=baseline_index.get("vector_key") or baseline_index["model"])
     info = {"enabled": True, "table": EXPANDED_TABLE, "uri": lancedb.uri, "model": baseline_index["model"],
             "n_rows": index.count(), "chunks_expanded": n_expanded, "queries_used": len(kept),
             "queries_by_split": {s: int((kept["split"] == s).sum()) for s in EXPANSION_SPLITS},

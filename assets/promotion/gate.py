@@ -12,7 +12,7 @@ its lower bound above `min_gain` (0 by default: a gain that cannot be told from 
 paired randomization test's p-value is below `alpha` (0.05), and its mean change on the guard set is not below
 `-guard_tolerance`. Both tests, because on a few dozen queries of which only a handful changed, the percentile
 bootstrap's lower bound can sit a hair above 0 while the sign-flip test says p = 0.125 (measured on the demo:
-24 synthetic queries, 3 of them moved): that is a coin flip, not evidence. The champion, when no version has been
+24 synthetic queries, 4 of them moved): that is a coin flip, not evidence. The champion, when no version has been
 promoted yet, is the base model: the first fine-tune must beat what the team would use without flywheel.
 """
 from __future__ import annotations

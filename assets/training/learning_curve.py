@@ -51,8 +51,8 @@ _TRAIN = TrainConfig.model_fields
 
 class LearningCurveConfig(dg.Config):
     # Cost on 2 CPU cores, MiniLM at batch 32 (~18 s a step): one epoch of 100 + 300 rows is 3 + 9 = 12 steps
-    # a seed, x 2 seeds = 24 steps ~ 7 min; plus one encoding of the corpus per model (base, 4 subsets,
-    # shipped: 6 x ~30 s for 1,000 chunks) ~ 3 min. With the shipped model as the "all" point that is 4 points
+    # a seed, x 2 seeds = 24 steps ~ 7 min; plus one encoding of the corpus per subset model (4 x ~30 s for
+    # 1,000 chunks in fp32; the base and shipped models' vectors are read from their indices) ~ 2 min. With the shipped model as the "all" point that is 4 points
     # on the x axis. On a GPU all of it is seconds: ask for more (--curve-sizes 100,250,500,1000).
     sizes: list[int] = [100, 300]        # training rows per point; >= the train split is dropped ("all" covers it)
     seeds: list[int] = [0, 1]            # each seed draws its own nested subsets and trains once per size
@@ -153,7 +153,7 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
         return [{**point, **r} for r in score_model(lambda t: embedder.encode(t, path), sets, ids, texts, stored)]
 
     # the base and the shipped model's chunk vectors are already in their indices: read, not embedded again
-    base_vectors, full_vectors = (index_vectors(lancedb, index, ids) for index in (baseline_index, finetuned_index))
+    base_vectors, full_vectors = (lancedb.index_vectors(index, ids)[0] for index in (baseline_index, finetuned_index))
     rows = scored(None, base_vectors, size=0, seed=None, kind="baseline", n_examples=0)
     rows += scored(finetuned_biencoder["model_path"], full_vectors, size=full_size,
                    seed=shipped_seed(finetuned_biencoder, mlflow), kind="full", n_examples=len(train))
@@ -195,19 +195,6 @@ def learning_curve(context: dg.AssetExecutionContext, training_triplets: pd.Data
         indices_reused=reused,   # of the base and shipped models' chunk vectors, read from their LanceDB tables
         #   seconds: training + scoring; steps: every model's together (pipelines/estimate.py's cost a step)
         sizes=dg.MetadataValue.json(sizes), sizes_dropped=dg.MetadataValue.json(dropped)))
-
-
-def index_vectors(lancedb: LanceDBResource, index: dict, chunk_ids: list[str]):
-    """The chunk vectors an index asset stored for every one of `chunk_ids` (in that order), or None when it has
-    not got them all (no table, another model, chunks it has not seen): then the caller embeds them."""
-    import numpy as np
-
-    if not index or index.get("enabled") is False or not index.get("table"):
-        return None
-    stored = lancedb.stored_vectors(index["table"], index.get("vector_key", index.get("model", "")))
-    if not chunk_ids or any(c not in stored for c in chunk_ids):
-        return None
-    return np.stack([np.asarray(stored[c], dtype="float32") for c in chunk_ids])
 
 
 def _metadata(points: pd.DataFrame, png: Path, finetuned_biencoder: dict, note: str, **extra) -> dict:

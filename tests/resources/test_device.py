@@ -48,8 +48,11 @@ def test_encoding_precision_is_bf16_only_on_a_cpu_that_has_it_natively(tmp_path)
     assert plan_for("cuda", bf16_supported=True).inference == "fp32"   # a GPU encodes fp32 fast enough
     from resources.device import cpu_has_native_bf16
 
-    cpuinfo = tmp_path / "cpuinfo"
-    for flags, expected in (("fpu avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True), ("fpu avx512f", False)):
+    # one file per flag set: the answer is cached per path (it is read once a process)
+    for i, (flags, expected) in enumerate(
+        (("fpu avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True), ("fpu avx512f", False))
+    ):
+        cpuinfo = tmp_path / f"cpuinfo{i}"
         cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         assert cpu_has_native_bf16(str(cpuinfo)) is expected, flags
     assert cpu_has_native_bf16(str(tmp_path / "absent")) is False

@@ -170,8 +170,7 @@ def test_the_base_and_shipped_models_chunk_vectors_are_read_from_their_indices_n
     # an index that lacks a chunk (or holds another model's vectors) is not used: the corpus is embedded
     partial = LanceDBResource(uri=str(tmp_path / "partial"))
     partial.sync_chunk_table("chunks_base", chunks.iloc[1:], vectors[1:], model=tiny_model_path)
-    from assets.training.learning_curve import index_vectors
-
-    assert index_vectors(partial, index, chunks["chunk_id"].tolist()) is None
-    assert index_vectors(lancedb, {**index, "model": "other"}, chunks["chunk_id"].tolist()) is None
-    assert index_vectors(lancedb, {"enabled": False}, chunks["chunk_id"].tolist()) is None
+    ids = chunks["chunk_id"].tolist()
+    assert partial.index_vectors(index, ids) == (None, [ids[0]])
+    assert lancedb.index_vectors({**index, "model": "other"}, ids)[0] is None
+    assert lancedb.index_vectors({"enabled": False}, ids)[0] is None
