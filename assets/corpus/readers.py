@@ -23,6 +23,7 @@ import csv
 import errno
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -205,16 +206,18 @@ def _walk(root: Path, report: ReadReport) -> list[Path]:
     return sorted(files)
 
 
-def _read_folder(root: Path, max_bytes: int, report: ReadReport) -> list[dict]:
+def _read_folder(root: Path, max_bytes: int, report: ReadReport) -> Iterator[dict]:
     files = _walk(root, report)
     supported = [p for p in files if p.suffix.lower() in TEXT_SUFFIXES]
     if not supported:
-        raise ValueError(f"No supported document in {root} ({len(files)} other files): {EXPECTED}.")
+        raise UnreadableCorpus(f"corpus {root} holds no supported document ({len(files)} other files): {EXPECTED}")
     for p in files:
         if p.suffix.lower() not in TEXT_SUFFIXES:
             report.skip("unsupported", p.relative_to(root).as_posix())
-    rows = [_read_text_file(p, root, max_bytes, report) for p in supported]
-    return [r for r in rows if r is not None]
+    for p in supported:
+        row = _read_text_file(p, root, max_bytes, report)
+        if row is not None:
+            yield row
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -275,8 +278,7 @@ def _iter_jsonl_lines(path: Path, max_bytes: int, report: ReadReport):
                 report.skip("bad_json", f"{path.name}:{lineno}")
 
 
-def _read_jsonl(path: Path, source: str, max_bytes: int, report: ReadReport) -> list[dict]:
-    rows = []
+def _read_jsonl(path: Path, source: str, max_bytes: int, report: ReadReport) -> Iterator[dict]:
     for lineno, line in _iter_jsonl_lines(path, max_bytes, report):
         if not line.strip():
             continue
@@ -288,29 +290,49 @@ def _read_jsonl(path: Path, source: str, max_bytes: int, report: ReadReport) -> 
             continue
         row = _record_to_row(record, where, source, max_bytes, report)
         if row is not None:
-            rows.append(row)
-    return rows
+            yield row
 
 
-def _read_parquet(path: Path, max_bytes: int, report: ReadReport) -> list[dict]:
+def _read_parquet(path: Path, max_bytes: int, report: ReadReport) -> Iterator[dict]:
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
-        raise ValueError(f"Cannot read {path} as parquet ({e}): {EXPECTED}.") from e
+        raise UnreadableCorpus(f"corpus {path} cannot be read as parquet ({e}): {EXPECTED}") from e
     names = set(pf.schema_arrow.names)
     if not names & set(ID_FIELDS) or not names & set(TEXT_FIELDS):
-        raise ValueError(f"{path} has columns {sorted(names)}: {EXPECTED}.")
+        raise UnreadableCorpus(f"corpus {path} has columns {sorted(names)}: {EXPECTED}")
     wanted = [c for c in (*ID_FIELDS, *TEXT_FIELDS, "title") if c in names]
-    rows, n = [], 0
+    n = 0
     for batch in pf.iter_batches(columns=wanted, batch_size=10_000):
         for record in batch.to_pylist():
             n += 1
             row = _record_to_row(record, f"{path.name}:row {n}", str(path), max_bytes, report)
             if row is not None:
-                rows.append(row)
-    return rows
+                yield row
+
+
+class UnreadableCorpus(ValueError):
+    """A corpus path that does not exist or holds no readable document."""
+
+
+def _rows(path: Path, max_bytes: int, report: ReadReport) -> Iterator[dict]:
+    """The documents under ``path``, one row at a time, by the kind of path: the one dispatch both readers use."""
+    if not path.exists():
+        raise UnreadableCorpus(f"corpus {path} does not exist: {EXPECTED}")
+    suffix = path.suffix.lower()
+    if is_beir_folder(path):
+        return _read_jsonl(path / "corpus.jsonl", f"beir:{path.name}", max_bytes, report)
+    if path.is_dir():
+        return _read_folder(path, max_bytes, report)
+    if suffix == ".jsonl":
+        return _read_jsonl(path, str(path), max_bytes, report)
+    if suffix == ".parquet":
+        return _read_parquet(path, max_bytes, report)
+    if suffix in TEXT_SUFFIXES:
+        return (r for r in [_read_text_file(path, path, max_bytes, report)] if r is not None)
+    raise UnreadableCorpus(f"corpus {path} is not a supported file: {EXPECTED}")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -326,36 +348,16 @@ def is_beir_folder(path: str | Path) -> bool:
 def read_documents(path: str | Path, *, max_bytes: int = 20_000_000) -> tuple[pd.DataFrame, ReadReport]:
     """Documents under ``path`` as a frame (doc_id, title, text, source) and a report of what was skipped.
 
-    Raises ValueError when ``path`` does not exist or holds nothing this reader understands.
+    Raises UnreadableCorpus (a ValueError) when ``path`` does not exist or holds nothing this reader understands.
     """
-    path = Path(path).expanduser()
     report = ReadReport()
-    if not path.exists():
-        raise ValueError(f"Document path {path} does not exist: {EXPECTED}.")
-    if is_beir_folder(path):
-        rows = _read_jsonl(path / "corpus.jsonl", f"beir:{path.name}", max_bytes, report)
-    elif path.is_dir():
-        rows = _read_folder(path, max_bytes, report)
-    elif path.suffix.lower() == ".jsonl":
-        rows = _read_jsonl(path, str(path), max_bytes, report)
-    elif path.suffix.lower() == ".parquet":
-        rows = _read_parquet(path, max_bytes, report)
-    elif path.suffix.lower() in TEXT_SUFFIXES:
-        rows = [r for r in [_read_text_file(path, path, max_bytes, report)] if r is not None]
-    else:
-        raise ValueError(f"Unsupported document path {path}: {EXPECTED}.")
-
-    docs = pd.DataFrame(rows, columns=COLUMNS).astype(str)
+    docs = pd.DataFrame(list(_rows(Path(path).expanduser(), max_bytes, report)), columns=COLUMNS).astype(str)
     duplicated = docs["doc_id"].duplicated()
     for doc_id in docs.loc[duplicated, "doc_id"]:
         report.skip("duplicate_id", doc_id)  # keep the first document with a given id
     docs = docs.loc[~duplicated].reset_index(drop=True)
     report.n_read = len(docs)
     return docs, report
-
-
-class UnreadableCorpus(ValueError):
-    """A corpus path that does not exist or holds no readable document."""
 
 
 def check_documents(path: str | Path, *, max_bytes: int = 20_000_000) -> None:
@@ -365,32 +367,8 @@ def check_documents(path: str | Path, *, max_bytes: int = 20_000_000) -> None:
     before Dagster starts or a home is created."""
     path = Path(path).expanduser()
     report = ReadReport()
-    if not path.exists():
-        raise UnreadableCorpus(f"corpus {path} does not exist: {EXPECTED}")
-    if is_beir_folder(path) or path.suffix.lower() == ".jsonl":
-        file = path / "corpus.jsonl" if path.is_dir() else path
-        for lineno, line in _iter_jsonl_lines(file, max_bytes, report):
-            try:
-                record = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                continue
-            if record is not None and _record_to_row(record, str(lineno), str(file), max_bytes, report):
-                return
-    elif path.is_dir():
-        for file in _walk(path, report):
-            if file.suffix.lower() in TEXT_SUFFIXES and _read_text_file(file, path, max_bytes, report):
-                return
-    elif path.suffix.lower() == ".parquet":
-        try:
-            if _read_parquet(path, max_bytes, report):
-                return
-        except ValueError as e:
-            raise UnreadableCorpus(str(e)) from e
-    elif path.suffix.lower() in TEXT_SUFFIXES:
-        if _read_text_file(path, path, max_bytes, report):
-            return
-    else:
-        raise UnreadableCorpus(f"corpus {path} is not a supported file: {EXPECTED}")
+    if next(_rows(path, max_bytes, report), None) is not None:
+        return
     why = ", ".join(f"{n} {reason}" for reason, n in report.skipped.items()) or "nothing in it"
     raise UnreadableCorpus(f"corpus {path} holds no readable document ({why}): {EXPECTED}")
 
