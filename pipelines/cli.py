@@ -31,9 +31,21 @@ def prepare_environment(home: Path, offline: bool = True) -> None:
     os.environ.setdefault("DAGSTER_HOME", str(dagster_home))
 
 
-def build_run_config(args: argparse.Namespace) -> dict:
+def ops_of(asset_names: list[str]) -> set[str]:
+    """The ops that materialize the named assets: a multi-asset's op (corpus, feedback) for any of its outputs."""
+    import dagster as dg
+
+    from pipelines.definitions import STAGES
+
+    wanted = set(asset_names)
+    return {a.op.name for a in dg.load_assets_from_modules(STAGES)
+            if isinstance(a, dg.AssetsDefinition) and {k.to_user_string() for k in a.keys} & wanted}
+
+
+def build_run_config(args: argparse.Namespace, ops: set[str] | None = None) -> dict:
     """Run config for flywheel_job: only the knobs given on the command line; the rest keep the stages'
-    own defaults (their Config classes are the one place a default lives)."""
+    own defaults (their Config classes are the one place a default lives). With --only, only the selected
+    ops get config (Dagster rejects config for an op outside the selection): ``ops``, or those of --only."""
     knobs = {
         "corpus": {"path": str(Path(args.corpus).expanduser().resolve()) if args.corpus else None},
         "feedback": {"path": str(Path(args.feedback).expanduser().resolve()) if getattr(args, "feedback", "") else None},
@@ -67,11 +79,11 @@ def build_run_config(args: argparse.Namespace) -> dict:
                               "rerank_first_stages": _names(args.rerank_first_stages),
                               "offtheshelf_query_kinds": _names(args.offtheshelf_query_kinds)},
     }
-    selected = set(_names(args.only) or [])
-    ops = {op: {"config": {k: v for k, v in cfg.items() if v is not None}} for op, cfg in knobs.items()
-           if not selected or op in selected or (op == "corpus" and {"documents", "human_queries", "qrels_feedback", "corpus_report"} & selected)
-           or (op == "feedback" and {"feedback_pairs", "logged_queries"} & selected)}
-    return {"ops": {op: c for op, c in ops.items() if c["config"]},
+    if ops is None and args.only:
+        ops = ops_of(_names(args.only) or [])
+    config = {op: {k: v for k, v in cfg.items() if v is not None} for op, cfg in knobs.items()
+              if ops is None or op in ops}
+    return {"ops": {op: {"config": c} for op, c in config.items() if c},
             "loggers": {"console": {"config": {"log_level": args.log_level}}}}
 
 
@@ -186,7 +198,8 @@ def run_flywheel(args: argparse.Namespace):
     from pipelines.memory import RssSampler
 
     with RssSampler() as sampler:
-        result = job.execute_in_process(run_config=build_run_config(args), instance=instance, raise_on_error=False,
+        ops = {defs.resolve_assets_def(k).op.name for k in selection} if selection else None
+        result = job.execute_in_process(run_config=build_run_config(args, ops), instance=instance, raise_on_error=False,
                                         asset_selection=selection,
                                         tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
     write_stage_memory(home, sampler, instance, result.run_id)
