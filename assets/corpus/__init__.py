@@ -76,7 +76,6 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig, workspace: W
                             "with no relevant document left were dropped")
     query_sets = [s for s in all_sets if not is_training_qrels(s.name)]
     judged = [s for s in all_sets if is_training_qrels(s.name)]
-    skipped = {f"skipped_{k}": dg.MetadataValue.int(v) for k, v in report.skipped.items()}
     yield dg.Output(
         docs,
         output_name="documents",
@@ -84,8 +83,7 @@ def corpus(context: dg.AssetExecutionContext, config: CorpusConfig, workspace: W
             "corpus": name,
             "corpus_path": str(path),
             "n_documents": len(docs),
-            **skipped,
-            "skipped_examples": dg.MetadataValue.json(report.examples),
+            "documents_skipped": report.n_skipped,   # by reason, with examples: corpus_report
             "preview": preview(docs[["doc_id", "title", "text"]]),
         },
     )
