@@ -34,7 +34,7 @@ torch, transformers, openai and instructor are imported inside methods: loading 
 # The base types live in resources/llm_base.py and each backend in its own module, so no module imports the
 # one that imports it (llm_local and llm_openai import llm_base, never this facade).
 from resources.llm_base import (  # noqa: F401
-    CallStats, GeneratedQuery, JudgeRequest, Judgment, LLMResource, Progress, QueryRequest, TooManyLLMFailures,
+    CallStats, GeneratedQuery, JudgeRequest, Judgment, LLMResource, Progress, QueryRequest, Summary, TooManyLLMFailures,
     check_failure_share, failure_text)
 from resources.llm_local import LocalGGUFLLMResource, choose_dtype, ql_grades  # noqa: F401
 from resources.llm_openai import (  # noqa: F401

@@ -61,6 +61,15 @@ class Judgment:
     cached: bool
 
 
+@dataclass(frozen=True)
+class Summary:
+    doc_id: str
+    text: str       # the summary
+    model: str
+    prompt_version: str
+    cached: bool
+
+
 @dataclass
 class CallStats:
     """What a batch of calls cost and lost; assets put it in their metadata."""
@@ -189,6 +198,20 @@ class LLMResource(dg.ConfigurableResource):
 
     def _grades(self, requests: list[JudgeRequest], scores: list[float | None]) -> list[int | None]:
         raise NotImplementedError
+
+    def _summary_prompt_version(self) -> str:
+        raise NotImplementedError
+
+    def _summary_signature(self) -> str:
+        """Settings that change what a summary call returns: part of its cache key."""
+        return ""
+
+    def _run_summary_calls(self, calls: list[_Call], emit: Callable, fail: Callable) -> None:
+        """Call emit(call, raw_text) or fail(call, exc) once for each call; a call's payload is (doc id, text)."""
+        raise NotImplementedError
+
+    def _parse_summary(self, raw: str) -> str | None:
+        return prompts.parse_summary(raw)
 
     def _secrets(self) -> tuple[str, ...]:
         """Values that must never be recorded (an endpoint's key): scrubbed from every failure's text."""
@@ -332,6 +355,22 @@ class LLMResource(dg.ConfigurableResource):
             cached = call.key in hits
             results.append(Judgment(req.query, req.chunk_id, int(grade), float(value[0]), self._judge_name(), cached))
         return results, stats
+
+    def summarize(self, documents: list[tuple[str, str]], progress: Progress | None = None
+                  ) -> tuple[list[Summary], CallStats]:
+        """A short summary of each (doc id, text) that could be summarised, in input order; failures and answers
+        that give no summary are counted, not raised. Keyed by the text the prompt holds: an unchanged document
+        costs nothing on the next run."""
+        stats, version, model = CallStats(), self._summary_prompt_version(), self.model_id()
+        calls = []
+        for doc_id, text in documents:
+            passage_hash = text_hash(prompts.truncate_passage(text, self.max_passage_chars))
+            calls.append(_Call(cache_key("summary", version, model, passage_hash, self._summary_signature()),
+                               (doc_id, text)))
+        by_key, hits = self._run_cached("summary", version, calls, self._run_summary_calls, stats, progress,
+                                        lambda call, raw: self._parse_summary(raw))
+        return [Summary(call.payload[0], by_key[call.key], model, version, call.key in hits)
+                for call in calls if call.key in by_key], stats
 
     def name_topics(self, groups: list[list[str]]) -> tuple[list[str | None], CallStats]:
         """A short name for each group of user queries, where the backend can write one. Not available by default

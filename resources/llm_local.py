@@ -103,6 +103,7 @@ class LocalGGUFLLMResource(LLMResource):
     )
     batch_size: int = 8  # 8 prompts of ~600 tokens: ~0.5 s per query in bf16 on 2 cores, ~1 GB of activations
     max_new_tokens: int = 48  # a query is 8-30 tokens; generation stops at the first newline
+    summary_max_new_tokens: int = 80  # a one-line summary: ~60 words at most
     seed: int = 0
     parse_attempts: int = 1  # greedy or seeded: asking again would only repeat an unreadable answer
     device: str = "auto"  # auto -> cuda, then mps, then cpu
@@ -143,6 +144,12 @@ class LocalGGUFLLMResource(LLMResource):
 
     def _judge_name(self) -> str:
         return f"ql:{self.model_id()}"
+
+    def _summary_prompt_version(self) -> str:
+        return prompts.FEWSHOT_SUMMARY_PROMPT_VERSION
+
+    def _summary_signature(self) -> str:
+        return f"max{self.summary_max_new_tokens}-nr{self.no_repeat_ngram_size}"   # greedy: no sampling settings
 
     def _parse_judge(self, raw: str) -> tuple[float, int | None] | None:
         try:
@@ -236,44 +243,61 @@ class LocalGGUFLLMResource(LLMResource):
 
     # -- generation
     def _run_query_calls(self, calls: list[_Call], emit: Callable, fail: Callable) -> None:
-        import torch
-
-        model, tokenizer = self.load()
         jobs = [
             (c, prompts.build_fewshot_query_prompt(c.payload[0].text, c.payload[0].style, self.max_passage_chars,
                                                    c.payload[0].examples))
             for c in calls
         ]
-        stop = [tokenizer.eos_token_id, *self._stop_ids] if tokenizer.eos_token_id is not None else self._stop_ids
-        # never generate padding (where it is not also the end token): it would be invisible in the text and
-        # would make the no-repeat rule see the batch's left padding
-        suppress = [tokenizer.pad_token_id] if tokenizer.pad_token_id not in stop else None
         greedy = sorted((j for j in jobs if j[0].payload[1] == 0), key=lambda j: len(j[1]))  # less padding
         sampled = sorted((j for j in jobs if j[0].payload[1] > 0), key=lambda j: len(j[1]))
         for sample, group in ((False, greedy), (True, sampled)):
             for start in range(0, len(group), self.batch_size):
                 batch = group[start : start + self.batch_size]
-                enc = tokenizer([p for _, p in batch], return_tensors="pt", padding=True).to(model.device)
-                kwargs: dict[str, Any] = {"do_sample": False}
-                if sample:
-                    kwargs = dict(do_sample=True, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
-                banned = self._banned_marker_ids([call.payload[0].text for call, _ in batch])
-                with torch.random.fork_rng(devices=[]), torch.inference_mode():
-                    torch.manual_seed(self.seed + start)
-                    out = model.generate(
-                        **enc,
-                        max_new_tokens=self.max_new_tokens,
-                        eos_token_id=stop or None,  # the end of the first line
-                        pad_token_id=tokenizer.pad_token_id,
-                        begin_suppress_tokens=self._stop_ids or None,  # no empty first line
-                        suppress_tokens=suppress,
-                        bad_words_ids=banned or None,  # no "c4 photosynthesis" for a passage on wings
-                        no_repeat_ngram_size=self.no_repeat_ngram_size or None,  # paraphrase, do not copy
-                        **kwargs,
-                    )
-                texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+                texts = self._generate([p for _, p in batch], [call.payload[0].text for call, _ in batch],
+                                       sample=sample, seed=self.seed + start, max_new_tokens=self.max_new_tokens)
                 for (call, _), text in zip(batch, texts):
                     emit(call, text)
+
+    def _run_summary_calls(self, calls: list[_Call], emit: Callable, fail: Callable) -> None:
+        jobs = sorted(((c, prompts.build_fewshot_summary_prompt(c.payload[1], self.max_passage_chars)) for c in calls),
+                      key=lambda j: len(j[1]))
+        for start in range(0, len(jobs), self.batch_size):
+            batch = jobs[start : start + self.batch_size]
+            texts = self._generate([p for _, p in batch], [call.payload[1] for call, _ in batch], sample=False,
+                                   seed=self.seed, max_new_tokens=self.summary_max_new_tokens)
+            for (call, _), text in zip(batch, texts):
+                emit(call, text)
+
+    def _generate(self, prompt_texts: list[str], passages: list[str], *, sample: bool, seed: int,
+                  max_new_tokens: int) -> list[str]:
+        """One left-padded batch of completions, each up to the end of its first line. `passages` are the texts
+        the prompts are about: the examples' topic words none of them uses are banned."""
+        import torch
+
+        model, tokenizer = self.load()
+        stop = [tokenizer.eos_token_id, *self._stop_ids] if tokenizer.eos_token_id is not None else self._stop_ids
+        # never generate padding (where it is not also the end token): it would be invisible in the text and
+        # would make the no-repeat rule see the batch's left padding
+        suppress = [tokenizer.pad_token_id] if tokenizer.pad_token_id not in stop else None
+        enc = tokenizer(prompt_texts, return_tensors="pt", padding=True).to(model.device)
+        kwargs: dict[str, Any] = {"do_sample": False}
+        if sample:
+            kwargs = dict(do_sample=True, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        banned = self._banned_marker_ids(passages)
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            torch.manual_seed(seed)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stop or None,  # the end of the first line
+                pad_token_id=tokenizer.pad_token_id,
+                begin_suppress_tokens=self._stop_ids or None,  # no empty first line
+                suppress_tokens=suppress,
+                bad_words_ids=banned or None,  # no "c4 photosynthesis" for a passage on wings
+                no_repeat_ngram_size=self.no_repeat_ngram_size or None,  # paraphrase, do not copy
+                **kwargs,
+            )
+        return tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def _spellings(self, word: str) -> list[list[int]]:
         """The token ids of a word as it may be generated: with or without a space, lower, title or upper case."""

@@ -34,6 +34,10 @@ class RelevanceGrade(BaseModel):
     reason: str = ""
 
 
+class DocumentSummary(BaseModel):
+    summary: str
+
+
 class TopicName(BaseModel):
     name: str
 
@@ -227,6 +231,22 @@ class OpenAICompatibleLLMResource(LLMResource):
             req: JudgeRequest = call.payload
             messages = prompts.build_chat_judge_messages(req.query, req.passage, self.max_passage_chars)
             return self._complete(RelevanceGrade, messages, self.judge_temperature)
+
+        self._run_parallel(calls, work, emit, fail)
+
+    def _summary_prompt_version(self) -> str:
+        return prompts.CHAT_SUMMARY_PROMPT_VERSION
+
+    def _summary_signature(self) -> str:
+        return f"t{self.judge_temperature}"
+
+    def _parse_summary(self, raw: str) -> str | None:
+        return prompts.parse_summary(raw, chat=True)
+
+    def _run_summary_calls(self, calls: list[_Call], emit: Callable, fail: Callable) -> None:
+        def work(call: _Call) -> str:
+            messages = prompts.build_chat_summary_messages(call.payload[1], self.max_passage_chars)
+            return self._complete(DocumentSummary, messages, self.judge_temperature)   # repeatable
 
         self._run_parallel(calls, work, emit, fail)
 

@@ -32,6 +32,8 @@ QL_JUDGE_PROMPT_VERSION = "ql-judge-v1"  # local query-likelihood judge (the pre
 CHAT_QUERY_PROMPT_VERSION = "chat-query-v1"  # OpenAI-compatible endpoint, JSON list of queries
 CHAT_JUDGE_PROMPT_VERSION = "chat-judge-v1"  # OpenAI-compatible endpoint, JSON grade 0..3
 CHAT_TOPIC_PROMPT_VERSION = "chat-topic-v1"  # OpenAI-compatible endpoint, JSON name of a group of user queries
+FEWSHOT_SUMMARY_PROMPT_VERSION = "fewshot-summary-v1"  # local base model, a one-line summary per completion
+CHAT_SUMMARY_PROMPT_VERSION = "chat-summary-v1"  # OpenAI-compatible endpoint, JSON summary of a document
 
 DEFAULT_MAX_PASSAGE_CHARS = 2000  # ~450 Gemma tokens of English: a whole prompt stays well under 1k tokens
 
@@ -188,6 +190,33 @@ def build_chat_judge_messages(
         'Reply with JSON only, in the form {"grade": <0, 1, 2 or 3>, "reason": "<one short sentence>"}.'
     )
     user = f"Query: {query.strip()}\n\nPassage:\n{truncate_passage(passage, max_passage_chars)}"
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+# One-sentence summaries of the three example passages, for the base model's summary prompt: what each is about,
+# in other words than the passage's own (a summary that copies the first sentence adds nothing to the index).
+_FEWSHOT_SUMMARIES = (
+    "How C4 plants such as maize concentrate carbon dioxide to avoid photorespiration in hot climates.",
+    "Python's memory management: reference counting, and a cycle-collecting garbage collector for the rest.",
+    "The medieval Baltic trade alliance of merchant towns led by Lübeck.",
+)
+
+
+def build_fewshot_summary_prompt(passage: str, max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS) -> str:
+    """A completion prompt for a base model: the three generic passages with a one-line summary each, then the
+    document and the open label. The model continues with ` <summary>\n`; `parse_summary` takes the first line."""
+    blocks = [f"Passage: {text}\nSummary: {summary}" for (text, _), summary in zip(_FEWSHOT_EXAMPLES, _FEWSHOT_SUMMARIES)]
+    blocks.append(f"Passage: {truncate_passage(passage, max_passage_chars)}\nSummary:")
+    return "\n\n".join(blocks)
+
+
+def build_chat_summary_messages(passage: str, max_passage_chars: int = DEFAULT_MAX_PASSAGE_CHARS,
+                                max_words: int = 60) -> list[dict[str, str]]:
+    """Chat messages asking for a short summary of a document, answered as {"summary": "..."}."""
+    system = ("You summarise documents for a search engine: the summary is indexed beside the document, so it says "
+              "what the document is about, in the words a searcher would use. "
+              f'Reply with JSON only, in the form {{"summary": "<at most {max_words} words>"}}.')
+    user = f"Summarise this document.\n\nDocument:\n{truncate_passage(passage, max_passage_chars)}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -413,6 +442,29 @@ def _is_near_copy(query_tokens: list[str], passage_tokens: list[str]) -> bool:
     if copied and copied >= COPY_PASSAGE_FRACTION * len(passage_tokens):
         return True
     return len(query_tokens) >= COPY_MIN_TOKENS and copied >= COPY_SPAN_FRACTION * len(query_tokens)
+
+
+MIN_SUMMARY_WORDS = 4
+MAX_SUMMARY_CHARS = 600
+_SUMMARY_LABEL_RE = re.compile(r"^\s*summary\s*[:\-]\s*", re.IGNORECASE)
+
+
+def parse_summary(raw: str | None, chat: bool = False) -> str | None:
+    """A summary from an answer: a chat endpoint's {"summary": "..."}, or a base model's first line. None when
+    there is none, it has fewer than MIN_SUMMARY_WORDS words, or it is an example's summary repeated."""
+    if not raw:
+        return None
+    if chat:
+        value = _first_json_value(raw)
+        text = value.get("summary") if isinstance(value, dict) else None
+        text = " ".join(str(text).split()) if text is not None else ""
+    else:
+        text = next((line for line in raw.strip().splitlines() if line.strip()), "")
+        text = " ".join(_SUMMARY_LABEL_RE.sub("", text).split())
+    text = text.strip(_QUOTES + " ")[:MAX_SUMMARY_CHARS]
+    if len(text.split()) < MIN_SUMMARY_WORDS or text in _FEWSHOT_SUMMARIES:
+        return None
+    return text
 
 
 def parse_topic_name(raw: str | None, max_chars: int = 60) -> str | None:

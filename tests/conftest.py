@@ -160,6 +160,14 @@ def fake_llm_class():
         def _grades(self, requests, scores):
             return [None] * len(requests)
 
+        def _summary_prompt_version(self) -> str:
+            return "fake-summary-v1"
+
+        def _run_summary_calls(self, calls, emit, fail):
+            for call in calls:   # "about" and the document's first content words: deterministic, and not its text
+                content = [w for w in words(call.payload[1]) if len(w) > 3][:6]
+                emit(call, "Summary: about " + " ".join(content) + "\nmore lines are ignored")
+
     return FakeLLMResource
 
 
