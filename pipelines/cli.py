@@ -74,6 +74,8 @@ def build_run_config(args: argparse.Namespace, ops: set[str] | None = None) -> d
                               else _names(args.chunker_baselines) or []},   # "" = off
         "expanded_index": {"enabled": False if getattr(args, "no_expansion", False) else None,
                            "drop_lowest_fraction": getattr(args, "expansion_drop_lowest", None)},
+        "document_summaries": {"enabled": True if getattr(args, "summaries", False) else None,
+                               "max_documents": getattr(args, "summary_documents", None)},
         "evaluation_report": {"rerank_depth": args.rerank_depth, "offtheshelf_reranker": args.offtheshelf_reranker,
                               "offtheshelf_first_stages": _names(args.offtheshelf_first_stages),
                               "rerank_first_stages": _names(args.rerank_first_stages),
@@ -407,6 +409,11 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--expansion-drop-lowest", type=float,
                      help="doc2query--: also drop this share of the expansion queries, the lowest by the base model's "
                           "query/chunk cosine (default 0; e.g. 0.3)")
+    run.add_argument("--summaries", action="store_true",
+                     help="also summarise each document with the LLM (one call a document, cached) and index the "
+                          "summaries beside the chunks: rows dense_summaries/hybrid_summaries (off by default)")
+    run.add_argument("--summary-documents", type=int,
+                     help="summarise at most this many documents, in doc-id order (default 0 = all)")
     run.add_argument("--reranker-steps", type=int,
                      help="cross-encoder training steps (default: one epoch, at least 300)")
     run.add_argument("--rerank-depth", type=int, help="first-stage hits each reranker reorders (default 20)")

@@ -55,6 +55,7 @@ DEFAULT_COSTS: dict[str, dict[str, float]] = {
     "learning_curve": {"per_item": 18.0, "fixed": 30.0},
     "finetuned_index": {"per_item": 0.02, "fixed": 0.0},
     "evaluation_report": {"per_item": 0.13, "fixed": 115.0},
+    "document_summaries": {"per_item": 0.6, "fixed": 0.0},
     "other": {"per_item": 0.0, "fixed": 30.0},
 }
 
@@ -79,6 +80,7 @@ STAGES = (
     Stage("learning_curve", ("learning_curve",), "training steps"),
     Stage("finetuned_index", ("finetuned_index",), "chunks to embed"),
     Stage("evaluation_report", ("evaluation_report",), "UPR pairs", "judge", always=True),
+    Stage("document_summaries", ("document_summaries", "summary_index"), "documents to summarise", "summary"),
 )
 BY_NAME = {s.name: s for s in STAGES}
 
@@ -198,12 +200,15 @@ class Knobs:
     offtheshelf_query_kinds: tuple[str, ...]
     rerank_depth: int
     only: tuple[str, ...] = ()
+    summaries: bool = False
+    summary_documents: int = 0   # 0 = every document
 
 
 def knobs_from_args(args) -> Knobs:
     """Knobs of a `flywheel run` command line: a knob not given takes its stage Config's default (they are the one
     place a default lives)."""
     from assets.evaluation import EvaluationConfig
+    from assets.indices.summaries import SummaryConfig
     from assets.labels import LabelConfig
     from assets.labels.judge_agreement import JudgeAgreementConfig
     from assets.queries import QueryGenConfig
@@ -240,6 +245,8 @@ def knobs_from_args(args) -> Knobs:
         offtheshelf_query_kinds=listed(getattr(args, "offtheshelf_query_kinds", None), EvaluationConfig,
                                        "offtheshelf_query_kinds"),
         rerank_depth=given("rerank_depth", EvaluationConfig, "rerank_depth"),
+        summaries=bool(getattr(args, "summaries", False)) or SummaryConfig.model_fields["enabled"].default,
+        summary_documents=given("summary_documents", SummaryConfig, "max_documents"),
         only=tuple(v.strip() for v in (getattr(args, "only", None) or "").split(",") if v.strip()),
     )
 
@@ -301,6 +308,9 @@ def plan_run(knobs: Knobs, survey: CorpusSurvey, train_rows_per_query: float = T
                   f"{knobs.offtheshelf_first_stages} first stages)" if upr
                   else f"no UPR (off-the-shelf reranker: {knobs.offtheshelf_reranker or 'none'})", upr),
     ]
+    if knobs.summaries:
+        summarised = _capped(survey.documents, knobs.summary_documents)
+        work.append(StageWork("document_summaries", summarised, f"{summarised:,} documents to summarise", summarised))
     if knobs.only:
         work = [w for w in work if set(BY_NAME[w.stage].steps) & set(knobs.only)]
     return work
@@ -424,6 +434,7 @@ def measured_costs(materializations: dict[str, dict], step_seconds: dict[str, fl
         "learning_curve": meta.get("learning_curve", {}).get("steps", 0),
         "finetuned_index": meta.get("finetuned_index", {}).get("chunks_embedded"),
         "evaluation_report": meta.get("evaluation_report", {}).get("llm_calls"),
+        "document_summaries": meta.get("document_summaries", {}).get("llm_calls"),   # None when off: not measured
     }
     stages = dict(previous.get("stages", {}))
     known = set()

@@ -41,6 +41,7 @@ from assets.evaluation.rerank import (CrossEncoderReranker, LLMReranker, latency
                                       score_candidates, unscored_pairs)
 from assets.evaluation.scoring import QuerySet, build_query_sets, score_hits
 from assets.indices.expansion import expansion_markdown, expansion_systems
+from assets.indices.summaries import summaries_markdown, summary_systems, with_summary_rows
 from assets.labels.agreement import agreement_markdown
 from assets.training.adapter import QueryAdapter, load_adapter
 from assets.training.crossencoder import load_reranker
@@ -237,9 +238,10 @@ def evaluation_markdown(report: dict, table: str, charts: dict) -> str:
              "## Before and after", *(f"![{name}](plots/{path.name})" for name, path in charts.items()),
              "## Chunkers: is chunking the problem? (human queries, base model, each against the shipped chunker)",
              chunkers_markdown(report.get("chunker_baselines", {}) | {"chunkers": report.get("chunkers", {})}),
-             "## Document expansion and learned fusion",
+             "## Document expansion, summaries and learned fusion",
              "\n\n".join(filter(None, [expansion_markdown(report.get("expansion")),
-                                       fusion_markdown(report.get("fusion"))])) or "Both off.",
+                                       summaries_markdown(report.get("summaries")),
+                                       fusion_markdown(report.get("fusion"))])) or "All off.",
              *(["## Not trained", "\n".join(f"- {md_text(why)}" for why in report["not_trained"])]
                if report.get("not_trained") else []),
              "## The fine-tuned reranker: worth its latency?",
@@ -266,7 +268,7 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                       human_queries: list, baseline_index: dict, finetuned_index: dict, finetuned_biencoder: dict,
                       finetuned_crossencoder: dict, judge_agreement: dict, distilled_index: dict,
                       distilled_biencoder: dict, query_adapter: dict, expanded_index: dict, fusion_weights: dict,
-                      chunker_baselines: dict,
+                      chunker_baselines: dict, summary_index: dict,
                       embedder: EmbedderResource, llm: LLMResource,
                       lancedb: LanceDBResource, workspace: WorkspaceResource,
                       mlflow: MLflowResource, config: EvaluationConfig) -> dg.Output[dict]:
@@ -283,8 +285,10 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                         "hybrid_distilled": (distilled, "hybrid", distilled_biencoder["model_path"])})
     systems.update(adapter_systems(query_adapter, base))
     systems.update(expansion_systems(expanded_index, lancedb) | learned_fusion_systems(fusion_weights, base))
+    systems.update(summary_systems(summary_index, lancedb))
     encode = make_encoder(embedder, query_adapter)
-    sets = build_query_sets(query_splits, human_queries, chunks)
+    rows = with_summary_rows(chunks, summary_index)   # the chunks, and any summary rows a hit may name
+    sets = build_query_sets(query_splits, human_queries, rows)
     report = {"query_sets": {}, "generated_at": datetime.now(timezone.utc).isoformat(),
               "corpus": chunks.attrs.get("corpus_name", "corpus"), "corpus_hash": chunks.attrs.get("corpus_hash", ""),
               "model": {k: finetuned_biencoder.get(k) for k in ("model_path", "mlflow_run_id", "model_version",
@@ -298,11 +302,12 @@ def evaluation_report(context: dg.AssetExecutionContext, documents: pd.DataFrame
                                                                           "model_version", "base_model")}
     report["judge_agreement"] = judge_agreement
     report["expansion"], report["fusion"] = expanded_index, fusion_weights
+    report["summaries"] = {k: v for k, v in summary_index.items() if k != "summary_rows"}
     report["input"] = corpus_report
     report["not_trained"] = not_trained(finetuned_biencoder, finetuned_crossencoder, distilled_biencoder)
     report["chunkers"] = chunker_baselines["chunkers"]     # {chunker: {human set: {retriever: metrics}}}
     report["chunker_baselines"] = {k: v for k, v in chunker_baselines.items() if k != "chunkers"}
-    chunk_text = dict(zip(chunks["chunk_id"], chunks["text"]))
+    chunk_text = dict(zip(rows["chunk_id"], rows["text"]))
     per_query = []
     for set_name, query_set in sets.items():
         use = [r for r in rerankers if r[0] != "rerank_offtheshelf" or query_set.kind in config.offtheshelf_query_kinds]

@@ -2,8 +2,8 @@
 
 Each retriever is compared with the one it was built from: a fine-tuned (or distilled) model, or the base
 model with the query adapter, with the base model in the same first stage, a reranked row with its first stage alone, the base dense and hybrid
-retrievers with BM25 (the baseline every team already has), the doc2query-expanded table's rows with the same
-retriever on the plain table, the learned fusion with the fixed RRF (`hybrid_base`). BM25 has no baseline. The two are paired by
+retrievers with BM25 (the baseline every team already has), the doc2query-expanded and summary tables' rows with
+the same retriever on the plain table, the learned fusion with the fixed RRF (`hybrid_base`). BM25 has no baseline. The two are paired by
 query id on the per-query nDCG@10 the evaluation computed, and the difference gets a paired bootstrap 95%
 interval and a sign-flip p-value (assets/evaluation/statistics.py). A delta whose interval straddles 0 is
 not evidence of a gain, however large it looks.
@@ -23,6 +23,7 @@ BASELINES = {
     "dense_distilled": "dense_base", "hybrid_distilled": "hybrid_base",
     "dense_adapter": "dense_base", "hybrid_adapter": "hybrid_base",
     "bm25_expanded": "bm25", "hybrid_expanded": "hybrid_base", "hybrid_learned": "hybrid_base",
+    "bm25_summaries": "bm25", "dense_summaries": "dense_base", "hybrid_summaries": "hybrid_base",
 }
 RERANK_MARK = "+rerank_"      # "<first stage>+rerank_<reranker>" is compared with "<first stage>"
 

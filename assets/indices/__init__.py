@@ -7,7 +7,8 @@ deleted or edited documents removed, new rows added, the full-text index optimiz
 `baseline_index` uses the base bi-encoder; `finetuned_index` the fine-tuned one. Each table serves three
 first-stage retrievers: BM25, dense, and their reciprocal-rank-fusion hybrid (resources/lance.py).
 `expanded_index` (expansion.py) is the base table with each chunk's train/validation synthetic queries appended
-to its full-text field (doc2query), its vectors reused.
+to its full-text field (doc2query), its vectors reused. `summary_index` (summaries.py) is the base table plus one
+LLM-written summary row per document (`document_summaries`), off by default.
 """
 
 import time
@@ -96,3 +97,4 @@ def distilled_index(context: dg.AssetExecutionContext, chunks: pd.DataFrame, dis
     return dg.Output({**out.value, "enabled": True}, metadata=out.metadata)
 
 from assets.indices.expansion import expanded_index, no_test_query_in_expansion  # noqa: E402,F401  (doc2query)
+from assets.indices.summaries import document_summaries, summary_index  # noqa: E402,F401  (queries -> summaries)

@@ -303,7 +303,8 @@ def test_the_expanded_and_learned_fusion_rows_are_compared_with_their_baselines_
             wide = rows.pivot(index="qid", columns="retriever", values="ndcg@10")
             assert wide["hybrid_learned"].equals(wide["hybrid_base"])
     md = (home / "reports" / "evaluation.md").read_text()
-    assert "## Document expansion and learned fusion" in md and "| bm25_expanded | bm25 |" in md
+    assert "## Document expansion, summaries and learned fusion" in md and "| bm25_expanded | bm25 |" in md
+    assert report["summaries"] == {"enabled": False} and "bm25_summaries" not in md   # off by default: no LLM call
     assert f"`hybrid_learned`: {fusion['method']} with weight {fusion['weight_dense']:g}" in md
     [meta] = [m.materialization.metadata for m in result.get_asset_materialization_events()
               if m.asset_key.to_user_string() == "evaluation_report"]
