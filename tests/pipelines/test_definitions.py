@@ -33,7 +33,7 @@ def test_definitions_load_with_job_schedule_and_checks(tmp_path):
     assert {"documents", "human_queries", "chunks", "baseline_index", "synthetic_queries", "relevance_labels",
             "query_splits", "training_triplets", "finetuned_biencoder", "finetuned_crossencoder",
             "finetuned_index", "judge_agreement", "evaluation_report", "learning_curve", "query_adapter",
-            "expanded_index", "fusion_weights", "chunker_baselines"} <= keys
+            "expanded_index", "fusion_weights", "chunker_baselines", "document_summaries", "summary_index"} <= keys
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys}
     assert {"no_document_leakage", "triplets_stay_in_split", "champion_is_vetted", "no_test_query_in_training",
             "no_test_query_in_expansion"} <= checks

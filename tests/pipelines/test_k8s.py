@@ -13,7 +13,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "pipelines" / "deploy"
 ACCELERATED = {"baseline_index": "gpu", "finetuned_index": "gpu", "finetuned_biencoder": "gpu",
                "evaluation_report": "gpu", "synthetic_queries": "llm", "relevance_labels": "llm",
                "finetuned_crossencoder": "gpu", "distilled_biencoder": "gpu", "distilled_index": "gpu",
-               "judge_agreement": "llm"}
+               "judge_agreement": "llm", "document_summaries": "llm", "summary_index": "gpu"}
 
 
 @pytest.fixture(scope="module")
