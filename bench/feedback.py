@@ -113,7 +113,7 @@ def fewshot_ab(home: Path, out: Path, sim: dict, knobs: list[str], chunks, sets,
     # the same two models head to head, paired by query: "base" in this row is the generic few-shot model
     rows += compare_rows("logged few-shot vs generic few-shot (both synthetic only; base = generic)", logged, generic,
                          status)
-    print(f"fewshot A/B: {time.perf_counter() - t:.0f}s")
+    print(f"fewshot A/B: {time.perf_counter() - t:.0f}s\n{table(rows)}", flush=True)
     return rows
 
 
@@ -177,6 +177,7 @@ def main(argv: list[str]) -> int:
     base = per_query(None, sets, chunks, cache)
     rows = compare_rows("blend (the pipeline's shipped model)", per_query(shipped["model_path"], sets, chunks, cache),
                         base, status)
+    print(table(rows), flush=True)   # each model's rows as soon as they are known: a cut-off run still shows them
     settings = settings_like_pipeline()
     scored = {}
     for kind, weights in (("synthetic", (1.0, 0.0)), ("feedback", (0.0, 1.0))):
@@ -186,7 +187,7 @@ def main(argv: list[str]) -> int:
         path, steps = train(blend_rows(triplets, *weights), chunks, out / "models" / f"{kind}-only", settings)
         scored[kind] = per_query(path, sets, chunks, cache)
         rows += compare_rows(f"{kind} only ({steps} steps)", scored[kind], base, status)
-        print(f"{kind}-only: {steps} steps, {time.perf_counter() - t:.0f}s")
+        print(f"{kind}-only: {steps} steps, {time.perf_counter() - t:.0f}s\n{table(rows[-3:])}", flush=True)
     if args.fewshot_ab:
         rows += fewshot_ab(home, out, sim, knobs, chunks, sets, base, status, scored["synthetic"], settings, cache)
     print(f"\n## {Path(args.dataset).name}: held-out human queries (logged share {args.logged_share:.2f}), dense\n")
