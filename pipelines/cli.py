@@ -42,10 +42,10 @@ def ops_of(asset_names: list[str]) -> set[str]:
             if isinstance(a, dg.AssetsDefinition) and {k.to_user_string() for k in a.keys} & wanted}
 
 
-def build_run_config(args: argparse.Namespace, ops: set[str] | None = None) -> dict:
+def build_run_config(args: argparse.Namespace) -> dict:
     """Run config for flywheel_job: only the knobs given on the command line; the rest keep the stages'
-    own defaults (their Config classes are the one place a default lives). With --only, only the selected
-    ops get config (Dagster rejects config for an op outside the selection): ``ops``, or those of --only."""
+    own defaults (their Config classes are the one place a default lives). With --only, only the ops of the
+    selected assets get config (Dagster rejects config for an op outside the selection)."""
     knobs = {
         "corpus": {"path": str(Path(args.corpus).expanduser().resolve()) if args.corpus else None},
         "feedback": {"path": str(Path(args.feedback).expanduser().resolve()) if getattr(args, "feedback", "") else None},
@@ -81,8 +81,7 @@ def build_run_config(args: argparse.Namespace, ops: set[str] | None = None) -> d
                               "rerank_first_stages": _names(args.rerank_first_stages),
                               "offtheshelf_query_kinds": _names(args.offtheshelf_query_kinds)},
     }
-    if ops is None and args.only:
-        ops = ops_of(_names(args.only) or [])
+    ops = ops_of(_names(args.only)) if args.only else None
     config = {op: {k: v for k, v in cfg.items() if v is not None} for op, cfg in knobs.items()
               if ops is None or op in ops}
     return {"ops": {op: {"config": c} for op, c in config.items() if c},
@@ -200,8 +199,7 @@ def run_flywheel(args: argparse.Namespace):
     from pipelines.memory import RssSampler
 
     with RssSampler() as sampler:
-        ops = {defs.resolve_assets_def(k).op.name for k in selection} if selection else None
-        result = job.execute_in_process(run_config=build_run_config(args, ops), instance=instance, raise_on_error=False,
+        result = job.execute_in_process(run_config=build_run_config(args), instance=instance, raise_on_error=False,
                                         asset_selection=selection,
                                         tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
     write_stage_memory(home, sampler, instance, result.run_id)
