@@ -23,6 +23,13 @@
 3. The physical limit: MiniLM-L6's FLOPs a token (2 x the non-embedding weights, plus attention at the mean
    length) x the measured tokens/s, against the cores' peak (AVX-512: 2 FMA units x 16 fp32 lanes x 2 = 64 FLOPs
    a cycle a core; AMX bf16: 1,024) at the clock /proc/cpuinfo reports.
+4. Query writing. The bundled Gemma 3 270M writer through LocalGGUFLLMResource.write_queries (the synthetic_queries
+   asset's path: prompts, generation, parsing, the filter), `--writer-queries` chunks (96) with an empty cache, at
+   each `--writer-batches` size (1, 4, 8, 16; each in its own process, so its peak RSS is its own), queries/s against
+   batch 1. Then, when llama-cpp-python is importable, the same prompts through llama.cpp on the bundled Q4_K_M GGUF
+   itself (greedy, one at a time), with the share its answers keep after the same filter, and whether its one-time
+   compile (`--llama-compile-s`, measured by timing `pip install llama-cpp-python` on this machine) pays for itself
+   on a corpus of `--corpus-chunks` chunks (9,755: a 5,000-document SciFact-sized corpus).
 
 The machine is shared, so absolute numbers move from run to run; the ratios, timed side by side, are what count.
 Each embedding configuration is timed `--repeats` times (1 in quick mode) and its best time kept.
@@ -393,6 +400,122 @@ def training_rows(corpus: Path, steps: int) -> None:
             f"{r['threads']} threads")
 
 
+# -- 4. query writing
+
+WRITER_BATCHES = "1,4,8,16"
+LLAMA_COMPILE_S = 0.0   # set from --llama-compile-s: the measured wall time of `pip install llama-cpp-python`
+
+
+def writer_requests(corpus: Path, n: int):
+    """The query writer's requests for a stable sample of `n` chunks, planned as `synthetic_queries` plans them."""
+    from assets.queries import QueryGenConfig, plan_requests
+
+    chunks, _ = load_corpus(corpus)
+    return plan_requests(chunks, QueryGenConfig(max_chunks=n))
+
+
+def writer_child(batch: int, corpus: str, n: int) -> None:
+    """One batch size in its own process (so its peak RSS is its own): `n` queries written by the bundled writer
+    through LocalGGUFLLMResource.write_queries (prompt building, generation, parsing, filtering), no cache hits."""
+    import json
+    import resource
+
+    import torch
+
+    from resources.llm_local import LocalGGUFLLMResource
+
+    requests = writer_requests(Path(corpus), n + 16)
+    warm, timed = requests[n:], requests[:n]
+    with tempfile.TemporaryDirectory() as tmp:
+        llm = LocalGGUFLLMResource(cache_path=str(Path(tmp) / "llm.sqlite"), batch_size=batch)
+        llm.load()
+        llm.write_queries(warm[:batch])   # first-call overheads (kernels, the banned-word table) not timed
+        t0 = time.perf_counter()
+        got, stats = llm.write_queries(timed)
+        seconds = time.perf_counter() - t0
+    print("WRITE " + json.dumps({"seconds": seconds, "queries": len(timed), "kept": len(got), "calls": stats.calls,
+                                 "hits": stats.cache_hits, "dtype": str(llm._model.dtype) if llm._model is not None
+                                 else "", "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                                 "threads": torch.get_num_threads()}), flush=True)
+
+
+def llama_cpp_rate(corpus: Path, n: int, max_new_tokens: int) -> dict | None:
+    """The same prompts through llama.cpp (llama-cpp-python, when importable) on the bundled Q4_K_M GGUF itself:
+    greedy, up to the first newline. llama.cpp has no no-repeat-n-gram rule and no banned words, so its kept share
+    after the same filter is reported beside the speed."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        return None
+    from resources import prompts
+    from resources.llm_local import LocalGGUFLLMResource
+
+    folder, name = LocalGGUFLLMResource()._resolve_source()
+    model = Llama(model_path=str(Path(folder) / name), n_ctx=2048, n_threads=torch_threads(), n_batch=512,
+                  verbose=False)
+    requests = writer_requests(corpus, n + 2)
+    max_chars = LocalGGUFLLMResource.model_fields["max_passage_chars"].default
+    prompt = lambda r: prompts.build_fewshot_query_prompt(r.text, r.style, max_chars, r.examples)  # noqa: E731
+    for r in requests[n:]:
+        model(prompt(r), max_tokens=max_new_tokens, temperature=0.0, stop=["\n"])
+    kept, t0 = 0, time.perf_counter()
+    for r in requests[:n]:
+        text = model(prompt(r), max_tokens=max_new_tokens, temperature=0.0, stop=["\n"])["choices"][0]["text"]
+        kept += bool(prompts.filter_queries([text.strip()], r.text, r.style, r.examples)[0])
+    return {"seconds": time.perf_counter() - t0, "queries": n, "kept": kept}
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def query_writing_rows(corpus: Path, n: int, batches: list[int], compile_s: float, corpus_chunks: int) -> None:
+    import json
+    import subprocess
+
+    from resources.llm_local import LocalGGUFLLMResource
+
+    default = LocalGGUFLLMResource.model_fields["batch_size"].default
+    results = {}
+    for b in batches:
+        proc = subprocess.run([sys.executable, __file__, "--writer-child", str(b), "--corpus", str(corpus),
+                               "--writer-queries", str(n)], capture_output=True, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRITE ")), None)
+        if line is None:
+            row(f"query writing: batch {b}", "failed", "-", (proc.stderr.strip().splitlines() or ["no output"])[-1][:200])
+            continue
+        results[b] = json.loads(line[6:])
+    base = results.get(batches[0])
+    for b, r in results.items():
+        rate = r["queries"] / r["seconds"]
+        ratio = "1.00x (reference)" if r is base else (f"{rate / (base['queries'] / base['seconds']):.2f}x of batch "
+                                                        f"{batches[0]}" if base else "-")
+        row(f"query writing: local writer, batch {b}{' (the default)' if b == default else ''}",
+            f"{rate:.2f} queries/s ({r['seconds'] / r['queries']:.2f} s a query), peak RSS "
+            f"{r['peak_rss'] / 2**30:.2f} GiB", ratio,
+            f"{r['queries']} chunks, {r['kept']} queries kept by the filter, {r['dtype']}, {r['threads']} threads")
+    ours = results.get(default)
+    llama = llama_cpp_rate(corpus, n, LocalGGUFLLMResource.model_fields["max_new_tokens"].default)
+    if llama is None:
+        row("query writing: llama.cpp", "not measured", "-", "llama-cpp-python is not installed (pip install "
+            "llama-cpp-python compiles llama.cpp from source)")
+        return
+    rate = llama["queries"] / llama["seconds"]
+    note = f"the Q4_K_M GGUF itself, greedy, {llama['kept']} of {llama['queries']} kept by the same filter"
+    if ours:
+        our_rate = ours["queries"] / ours["seconds"]
+        saved = corpus_chunks * (1 / our_rate - 1 / rate)   # seconds a corpus of that many chunks saves
+        verdict = (f"on {corpus_chunks:,} chunks it saves {saved / 60:.1f} min against a {compile_s / 60:.1f}-min "
+                   f"compile: {'pays' if saved > compile_s else 'does not pay'} for itself"
+                   if compile_s else "compile time not given (--llama-compile-s)")
+        row("query writing: llama.cpp (llama-cpp-python)", f"{rate:.2f} queries/s ({1 / rate:.2f} s a query)",
+            f"{rate / our_rate:.2f}x of the local writer at batch {default}", f"{note}; {verdict}")
+    else:
+        row("query writing: llama.cpp (llama-cpp-python)", f"{rate:.2f} queries/s", "-", note)
+
+
 def _timed(encode, texts) -> float:
     t0 = time.perf_counter()
     encode(texts)
@@ -439,9 +562,20 @@ def main() -> int:
     p.add_argument("--repeats", type=int, help="timings per configuration, best kept (default 2; quick 1)")
     p.add_argument("--ndcg-queries", type=int, help="nDCG@10 on the first n human queries over their judged "
                    "documents' chunks and as many others (default 0 = every query, the whole corpus; quick 40)")
-    p.add_argument("--skip", default="", help="comma list: endpoint, embedding, training")
+    p.add_argument("--skip", default="", help="comma list: endpoint, embedding, training, writing")
     p.add_argument("--train-steps", type=int, help="training steps timed per configuration (default 8; quick 3)")
     p.add_argument("--train-child", help=argparse.SUPPRESS)   # one training configuration, in its own process
+    p.add_argument("--writer-queries", type=int, help="chunks the query writer writes for per configuration "
+                   "(default 96; quick 24)")
+    p.add_argument("--writer-batches", default=WRITER_BATCHES, help="the local writer's batch sizes, comma list "
+                   "(default 1,4,8,16; the first is the reference)")
+    p.add_argument("--llama-compile-s", type=float, default=LLAMA_COMPILE_S,
+                   help="seconds `pip install llama-cpp-python` took to compile on this machine, for the pay-back "
+                        "verdict")
+    p.add_argument("--corpus-chunks", type=int, default=9755,
+                   help="the corpus the llama.cpp verdict is for (default 9,755 chunks: a 5,000-document "
+                        "SciFact-sized corpus)")
+    p.add_argument("--writer-child", type=int, help=argparse.SUPPRESS)   # one writer batch size, in its own process
     args = p.parse_args()
     skip = set(args.skip.split(","))
     corpus = Path(args.corpus) if args.corpus else ROOT.parent / "shared" / "datasets" / "cranfield"
@@ -452,6 +586,10 @@ def main() -> int:
     if args.train_child:
         train_child(args.train_child, str(corpus), args.train_steps or 3)
         return 0
+    n_written = args.writer_queries or (24 if args.quick else 96)
+    if args.writer_child:
+        writer_child(args.writer_child, str(corpus), n_written)
+        return 0
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", flush=True)
     if "endpoint" not in skip:
@@ -461,6 +599,9 @@ def main() -> int:
                        args.ndcg_queries if args.ndcg_queries is not None else (40 if args.quick else 0))
     if "training" not in skip:
         training_rows(corpus, args.train_steps or (3 if args.quick else 8))
+    if "writing" not in skip:
+        query_writing_rows(corpus, n_written, [int(b) for b in args.writer_batches.split(",") if b],
+                           args.llama_compile_s, args.corpus_chunks)
     print("\n| row | measured | ratio | note |\n|---|---|---|---|")
     for r in ROWS:
         print("| " + " | ".join(r) + " |")

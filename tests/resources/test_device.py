@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from resources.device import choose_device, plan_for
@@ -56,3 +58,68 @@ def test_encoding_precision_is_bf16_only_on_a_cpu_that_has_it_natively(tmp_path)
         cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
         assert cpu_has_native_bf16(str(cpuinfo)) is expected, flags
     assert cpu_has_native_bf16(str(tmp_path / "absent")) is False
+
+
+class _FakeLibc:
+    def __init__(self):
+        self.calls = []
+
+    def mallopt(self, param, value):
+        self.calls.append((param, value))
+        return 1
+
+
+def test_bound_heap_fixes_the_mmap_threshold_and_the_arenas():
+    from resources.device import HEAP_ARENAS, HEAP_MMAP_THRESHOLD, M_ARENA_MAX, M_MMAP_THRESHOLD, bound_heap
+
+    libc = _FakeLibc()
+    assert bound_heap(environ={}, libc=libc) is True
+    assert libc.calls == [(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD), (M_ARENA_MAX, HEAP_ARENAS)]
+
+
+def test_bound_heap_leaves_what_the_user_set_alone():
+    from resources.device import bound_heap
+
+    for env in ({"MALLOC_MMAP_THRESHOLD_": "1"}, {"MALLOC_ARENA_MAX": "4"},
+                {"GLIBC_TUNABLES": "glibc.malloc.mmap_threshold=1"}):
+        libc = _FakeLibc()
+        assert bound_heap(environ=env, libc=libc) is False
+        assert libc.calls == []
+
+
+def test_bound_heap_on_this_machine_returns_freed_blocks_at_once():
+    """In a fresh interpreter: after a 16 MiB block was freed, glibc's dynamic threshold would put the next 8 MiB
+    blocks on the heap; bounded, each is its own mapping and freeing it lowers the resident set at once."""
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    code = '''
+import ctypes, sys
+from resources.device import bound_heap
+if sys.argv[1] == "bounded":
+    assert bound_heap(environ={})
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096
+def touch(p, n):
+    ctypes.memset(p, 1, n)
+big = libc.malloc(16 << 20); touch(big, 16 << 20); libc.free(big)   # raises the dynamic threshold to 16 MiB
+blocks = [libc.malloc(8 << 20) for _ in range(8)]
+for b in blocks:
+    touch(b, 8 << 20)
+keep = libc.malloc(64); before = rss()
+for b in blocks[:-1]:
+    libc.free(b)
+print((before - rss()) >> 20)
+'''
+    freed = {}
+    for mode in ("bounded", "default"):
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True,
+                             env={"PATH": "", "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+        freed[mode] = int(out.stdout.strip())
+    assert freed["bounded"] >= 50          # 7 blocks of 8 MiB handed back at once
+    assert freed["default"] < freed["bounded"]
