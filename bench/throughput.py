@@ -450,7 +450,7 @@ def llama_cpp_rate(corpus: Path, n: int, max_new_tokens: int) -> dict | None:
     from resources import prompts
     from resources.llm_local import LocalGGUFLLMResource
 
-    folder, name = LocalGGUFLLMResource()._resolve_source()
+    folder, name = LocalGGUFLLMResource(cache_path="")._resolve_source()
     model = Llama(model_path=str(Path(folder) / name), n_ctx=2048, n_threads=torch_threads(), n_batch=512,
                   verbose=False)
     requests = writer_requests(corpus, n + 2)
