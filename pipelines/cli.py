@@ -281,10 +281,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"flywheel: {e}", file=sys.stderr)
         return 2
     memory = read_stage_memory(home, result.run_id)   # {step: peak MiB}; a failed step is "<step> (failed)" here
-    rows = []
+    rows, width = [], max((len(step) for step in seconds), default=0)   # the checks' names are long
     for step, secs in seconds.items():
         peak = memory.get(step.removesuffix(" (failed)"))
-        rows.append(f"  {step:<28} {secs:8.1f}" + (f" {peak:9,.0f}" if peak is not None else ""))
+        rows.append(f"  {step:<{width}} {secs:8.1f}" + (f" {peak:9,.0f}" if peak is not None else ""))
     print(f"stage seconds{' and peak RSS (MiB)' if memory else ''}:\n" + "\n".join(rows), file=sys.stderr)
     if not result.success:
         for event in result.all_events:
