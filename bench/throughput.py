@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
 import sys
@@ -307,7 +308,6 @@ TRAIN_CONFIGS = {   # name -> (recipe, settings); each is trained in its own pro
 
 def train_child(name: str, corpus: str, steps: int) -> None:
     """One training configuration: `steps` optimizer steps on real chunks; prints one JSON line."""
-    import json
     import resource
 
     import torch
@@ -378,7 +378,6 @@ def train_child(name: str, corpus: str, steps: int) -> None:
 
 
 def training_rows(corpus: Path, steps: int) -> None:
-    import json
     import subprocess
 
     results = {}
@@ -417,7 +416,6 @@ def writer_requests(corpus: Path, n: int):
 def writer_child(batch: int, corpus: str, n: int) -> None:
     """One batch size in its own process (so its peak RSS is its own): `n` queries written by the bundled writer
     through LocalGGUFLLMResource.write_queries (prompt building, generation, parsing, filtering), no cache hits."""
-    import json
     import resource
 
     import torch
@@ -472,7 +470,6 @@ def torch_threads() -> int:
 
 
 def query_writing_rows(corpus: Path, n: int, batches: list[int], compile_s: float, corpus_chunks: int) -> None:
-    import json
     import subprocess
 
     from resources.llm_local import LocalGGUFLLMResource
@@ -497,7 +494,17 @@ def query_writing_rows(corpus: Path, n: int, batches: list[int], compile_s: floa
             f"{r['peak_rss'] / 2**30:.2f} GiB", ratio,
             f"{r['queries']} chunks, {r['kept']} queries kept by the filter, {r['dtype']}, {r['threads']} threads")
     ours = results.get(default)
-    llama = llama_cpp_rate(corpus, n, LocalGGUFLLMResource.model_fields["max_new_tokens"].default)
+    # in its own process too: a llama.cpp build whose kernels the CPU (or the VM) refuses dies of a signal
+    proc = subprocess.run([sys.executable, __file__, "--llama-child", "--corpus", str(corpus), "--writer-queries",
+                           str(n)], capture_output=True, text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("LLAMA ")), None)
+    if line is None:
+        why = (f"died of signal {-proc.returncode} (a build with AMX kernels does in this VM: build with "
+               f"CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX512=ON ... -DGGML_AMX_INT8=OFF\", README)"
+               if proc.returncode < 0 else (proc.stderr.strip().splitlines() or ["no output"])[-1][:200])
+        row("query writing: llama.cpp", "failed", "-", why)
+        return
+    llama = json.loads(line[6:])
     if llama is None:
         row("query writing: llama.cpp", "not measured", "-", "llama-cpp-python is not installed (pip install "
             "llama-cpp-python compiles llama.cpp from source)")
@@ -576,6 +583,7 @@ def main() -> int:
                    help="the corpus the llama.cpp verdict is for (default 9,755 chunks: a 5,000-document "
                         "SciFact-sized corpus)")
     p.add_argument("--writer-child", type=int, help=argparse.SUPPRESS)   # one writer batch size, in its own process
+    p.add_argument("--llama-child", action="store_true", help=argparse.SUPPRESS)   # llama.cpp, in its own process
     args = p.parse_args()
     skip = set(args.skip.split(","))
     corpus = Path(args.corpus) if args.corpus else ROOT.parent / "shared" / "datasets" / "cranfield"
@@ -589,6 +597,12 @@ def main() -> int:
     n_written = args.writer_queries or (24 if args.quick else 96)
     if args.writer_child:
         writer_child(args.writer_child, str(corpus), n_written)
+        return 0
+    if args.llama_child:
+        from resources.llm_local import LocalGGUFLLMResource
+
+        result = llama_cpp_rate(corpus, n_written, LocalGGUFLLMResource.model_fields["max_new_tokens"].default)
+        print("LLAMA " + json.dumps(result), flush=True)
         return 0
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", flush=True)
