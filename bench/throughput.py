@@ -377,18 +377,29 @@ def train_child(name: str, corpus: str, steps: int) -> None:
                                  "loaded_rss": loaded, "threads": torch.get_num_threads()}), flush=True)
 
 
-def training_rows(corpus: Path, steps: int) -> None:
+def run_child(flag: list[str], corpus: Path, tag: str, *extra: str):
+    """This script again, in its own process (so its peak RSS is its own, and a crash is its own): the JSON after
+    the child's `<tag> ` line, or None, and the finished process (for why it printed none)."""
     import subprocess
 
+    proc = subprocess.run([sys.executable, __file__, *flag, "--corpus", str(corpus), *extra],
+                          capture_output=True, text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith(tag + " ")), None)
+    return (None if line is None else json.loads(line[len(tag) + 1:])), proc
+
+
+def child_failure(proc) -> str:
+    return (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
+
+
+def training_rows(corpus: Path, steps: int) -> None:
     results = {}
     for name in TRAIN_CONFIGS:
-        proc = subprocess.run([sys.executable, __file__, "--train-child", name, "--corpus", str(corpus),
-                               "--train-steps", str(steps)], capture_output=True, text=True)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("TRAIN ")), None)
-        if line is None:
-            row(name, "failed", "-", (proc.stderr.strip().splitlines() or ["no output"])[-1][:200])
+        result, proc = run_child(["--train-child", name], corpus, "TRAIN", "--train-steps", str(steps))
+        if result is None:
+            row(name, "failed", "-", child_failure(proc))
             continue
-        results[name] = json.loads(line[6:])
+        results[name] = result
     for name, r in results.items():
         base = results.get(next(n for n in TRAIN_CONFIGS if TRAIN_CONFIGS[n][0] == TRAIN_CONFIGS[name][0]))
         ratio = (f"{base['step_s'] / r['step_s']:.2f}x speed, {r['peak_rss'] / base['peak_rss']:.2f}x peak RSS"
@@ -402,7 +413,7 @@ def training_rows(corpus: Path, steps: int) -> None:
 # -- 4. query writing
 
 WRITER_BATCHES = "1,4,8,16"
-LLAMA_COMPILE_S = 0.0   # set from --llama-compile-s: the measured wall time of `pip install llama-cpp-python`
+LLAMA_COMPILE_S = 0.0   # --llama-compile-s default: not given, so no pay-back verdict
 
 
 def writer_requests(corpus: Path, n: int):
@@ -470,20 +481,16 @@ def torch_threads() -> int:
 
 
 def query_writing_rows(corpus: Path, n: int, batches: list[int], compile_s: float, corpus_chunks: int) -> None:
-    import subprocess
-
     from resources.llm_local import LocalGGUFLLMResource
 
     default = LocalGGUFLLMResource.model_fields["batch_size"].default
     results = {}
     for b in batches:
-        proc = subprocess.run([sys.executable, __file__, "--writer-child", str(b), "--corpus", str(corpus),
-                               "--writer-queries", str(n)], capture_output=True, text=True)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRITE ")), None)
-        if line is None:
-            row(f"query writing: batch {b}", "failed", "-", (proc.stderr.strip().splitlines() or ["no output"])[-1][:200])
+        result, proc = run_child(["--writer-child", str(b)], corpus, "WRITE", "--writer-queries", str(n))
+        if result is None:
+            row(f"query writing: batch {b}", "failed", "-", child_failure(proc))
             continue
-        results[b] = json.loads(line[6:])
+        results[b] = result
     base = results.get(batches[0])
     for b, r in results.items():
         rate = r["queries"] / r["seconds"]
@@ -495,16 +502,13 @@ def query_writing_rows(corpus: Path, n: int, batches: list[int], compile_s: floa
             f"{r['queries']} chunks, {r['kept']} queries kept by the filter, {r['dtype']}, {r['threads']} threads")
     ours = results.get(default)
     # in its own process too: a llama.cpp build whose kernels the CPU (or the VM) refuses dies of a signal
-    proc = subprocess.run([sys.executable, __file__, "--llama-child", "--corpus", str(corpus), "--writer-queries",
-                           str(n)], capture_output=True, text=True)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("LLAMA ")), None)
-    if line is None:
+    llama, proc = run_child(["--llama-child"], corpus, "LLAMA", "--writer-queries", str(n))
+    if proc.returncode != 0 or "LLAMA " not in proc.stdout:
         why = (f"died of signal {-proc.returncode} (a build with AMX kernels does in this VM: build with "
                f"CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX512=ON ... -DGGML_AMX_INT8=OFF\", README)"
-               if proc.returncode < 0 else (proc.stderr.strip().splitlines() or ["no output"])[-1][:200])
+               if proc.returncode < 0 else child_failure(proc))
         row("query writing: llama.cpp", "failed", "-", why)
         return
-    llama = json.loads(line[6:])
     if llama is None:
         row("query writing: llama.cpp", "not measured", "-", "llama-cpp-python is not installed (pip install "
             "llama-cpp-python compiles llama.cpp from source)")

@@ -87,13 +87,25 @@ def release_memory() -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-    if sys.platform.startswith("linux"):
-        import ctypes
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):   # not glibc (musl): nothing to ask
-            pass
+
+def glibc():
+    """glibc's handle, or None (not Linux, or a libc without malloc_trim/mallopt, such as musl): nothing to ask."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt   # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8     # glibc's mallopt parameters (malloc.h)
@@ -109,24 +121,15 @@ def bound_heap(environ=None, libc=None) -> bool:
     first forward pass most activations (a few MiB each) come from the heap, where blocks freed in one order and
     asked for in another fragment it, and `malloc_trim` between steps cannot help inside a step. A fixed 4 MiB
     threshold (which also turns the dynamic one off) and two arenas instead of 8 a core cut the demo's peak RSS from
-    4.05 to 3.21 GiB (README, "Speed and memory"). What a user set (MALLOC_MMAP_THRESHOLD_, MALLOC_ARENA_MAX,
-    GLIBC_TUNABLES) is left alone."""
+    4.05 to 3.38 GiB in a fresh clone (README, "Speed and memory"). What a user set (MALLOC_MMAP_THRESHOLD_,
+    MALLOC_ARENA_MAX, GLIBC_TUNABLES) is left alone."""
     import os
-    import sys
 
     environ = os.environ if environ is None else environ
-    if not sys.platform.startswith("linux") and libc is None:
-        return False
     if any(k in environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_ARENA_MAX")) or \
             "malloc" in environ.get("GLIBC_TUNABLES", ""):
         return False
+    libc = glibc() if libc is None else libc
     if libc is None:
-        import ctypes
-
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt   # noqa: B018 (musl has no mallopt: nothing to set)
-        except (OSError, AttributeError):
-            return False
+        return False
     return bool(libc.mallopt(M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)) & bool(libc.mallopt(M_ARENA_MAX, HEAP_ARENAS))
-
