@@ -188,6 +188,10 @@ class MLflowResource(dg.ConfigurableResource):
     def set_alias(self, name: str, version: str, alias: str = "champion") -> None:
         self.client().set_registered_model_alias(name, alias, str(version))
 
+    def delete_alias(self, name: str, alias: str = "champion") -> None:
+        """Take `alias` off whichever version of `name` carries it (the version itself stays registered)."""
+        self.client().delete_registered_model_alias(name, alias)
+
     def tag_version(self, name: str, version: str, tags: dict[str, object]) -> None:
         client = self.client()
         for key, value in tags.items():

@@ -67,8 +67,11 @@ def number(value: float | None):
 
 
 def serving_vectors(texts: list[str], serving_index: dict, embedder: EmbedderResource):
-    """The queries embedded with the model that serves (the champion; None = the base model)."""
-    return embedder.encode(texts, (serving_index.get("champion") or {}).get("model_path"))
+    """The queries embedded as production embeds them: the champion (None = the base model), then its query
+    adapter when one serves."""
+    from assets.promotion import serving_query_vectors
+
+    return serving_query_vectors(texts, serving_index, embedder)
 
 
 def load_top_reranker(finetuned_crossencoder: dict, device: str):

@@ -13,10 +13,10 @@ training queries changed (assets/training/retrain.py), so an unchanged nightly r
 Off with `enabled: false` (or `flywheel run --no-adapter`): the evaluation then has no
 `dense_adapter` / `hybrid_adapter` rows.
 
-Promotion: the adapter is evaluated (dense_adapter / hybrid_adapter vs the base rows, paired CIs) and
-registered, but it is not a candidate of the promotion gate: the gate chooses a bi-encoder version whose
-vectors fill the serving table, while an adapter serves only over the base model's vectors. The metadata's
-`promotion` says so.
+Promotion: the adapter is a candidate of the promotion gate (assets/promotion): "the base model + this
+adapter" against what serves, by the same rule as the bi-encoder, while no fine-tuned bi-encoder version
+serves (an adapter maps base-model queries over base-model vectors). Promoted, it carries the registry alias
+and `serving_index` serves the base model's vectors with the adapter applied to each query.
 """
 
 import time
@@ -36,9 +36,9 @@ from resources.tracking import MLflowResource
 from resources.workspace import WorkspaceResource
 
 ADAPTER_KIND = "adapter"   # registered as MLflowResource.model_name(corpus, "adapter"): flywheel-<corpus>-adapter
-NOT_A_GATE_CANDIDATE = ("not a promotion-gate candidate: the gate picks the bi-encoder version that fills the "
-                        "serving table, and an adapter applies only over the base model's vectors; compare "
-                        "dense_adapter / hybrid_adapter with the base rows in the evaluation report")
+PROMOTION = ("a promotion-gate candidate: the base model + this adapter against what serves, while no fine-tuned "
+             "bi-encoder version serves (promotion_gate's adapter decision); dense_adapter / hybrid_adapter against the "
+             "base rows in the evaluation report are the same comparison on every query set")
 _DEFAULTS = AdapterSettings()
 
 
@@ -148,7 +148,7 @@ def train_and_register_adapter(context, training_triplets: pd.DataFrame, chunks:
              "validation_loss_identity": result.validation_identity.get("loss"),
              "validation_loss_best": result.validation_best.get("loss"),
              f"validation_{k}_identity": result.validation_identity.get(k),
-             f"validation_{k}_best": result.validation_best.get(k), "promotion": NOT_A_GATE_CANDIDATE}
+             f"validation_{k}_best": result.validation_best.get(k), "promotion": PROMOTION}
     losses = [h["train_loss"] for h in result.history]
     nan = float("nan")
     return dg.Output(value, metadata={
@@ -174,5 +174,5 @@ def train_and_register_adapter(context, training_triplets: pd.DataFrame, chunks:
         "base_model": base_model,
         "weights_path": weights_path,
         "loss_curve": image(plot, alt="adapter: train and validation loss, validation recall per epoch"),
-        "promotion": NOT_A_GATE_CANDIDATE,
+        "promotion": PROMOTION,
     })

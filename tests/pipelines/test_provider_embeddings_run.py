@@ -128,6 +128,10 @@ def test_the_gate_keeps_the_base_and_serving_and_monitoring_use_the_provider(pro
     served = result.output_for_node("serving_index")
     assert served["champion"]["model_path"] is None and served["model"] == "openai:fake-embed" and served["n_rows"] > 0
     assert metadata(result, "serving_index")["chunks_embedded"] == 0   # the base table's vectors, reused
+    # the adapter over the provider's vectors is the one candidate, decided by the gate's rule against the base
+    decided = gate["adapter"]
+    assert decided["decision"] in ("promoted", "rejected") and "the base model + adapter version" in decided["reason"]
+    assert decided["gate"]["n"] > 0 and (served["adapter"] is not None) == decided["promote"]
     queue = result.output_for_node("query_review")
     assert len(queue) > 0 and queue["top_cosine"].notna().all()
     assert metadata(result, "query_review")["reranker"].startswith("none")

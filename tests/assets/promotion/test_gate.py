@@ -56,6 +56,10 @@ def test_only_a_version_the_gate_promoted_is_vetted_to_serve():
     assert champion_vetting({"version": "3"}, {"flywheel.gate": "promoted"})[0]
     ok, why = champion_vetting({"version": "4"}, {"flywheel.gate": "rejected"})
     assert not ok and "aliased by hand" in why
+    adapted = {"version": None, "adapter": {"version": "2"}}
+    assert champion_vetting(adapted, {}, {"flywheel.gate": "promoted"})[0]
+    ok, why = champion_vetting(adapted, {}, {})
+    assert not ok and "query adapter version 2" in why
 
 
 def test_a_gain_from_a_handful_of_queries_needs_the_randomization_test_too():

@@ -71,7 +71,8 @@ def registered(world, model_path: str, name: str) -> dict:
             "mlflow_run_id": run.info.run_id, "mlflow_run_url": ""}
 
 
-def gate(world, candidate: dict, config: PromotionConfig | None = None, **resources) -> dict:
+def gate(world, candidate: dict, config: PromotionConfig | None = None, query_adapter: dict | None = None,
+         **resources) -> dict:
     _, chunks, human, splits, _, r = world
     r = {**r, **resources}
     triplets = pd.DataFrame(columns=["query_id", "split", "anchor", "positive_chunk_id", "origin"])   # no feedback
@@ -79,7 +80,8 @@ def gate(world, candidate: dict, config: PromotionConfig | None = None, **resour
                 candidate["model_path"])   # as finetuned_index does for each new model
     out = promotion_gate(dg.build_asset_context(), chunks=chunks, query_splits=splits, human_queries=human,
                          training_triplets=triplets,
-                         finetuned_biencoder=candidate, baseline_index={"table": BASELINE_TABLE},
+                         finetuned_biencoder=candidate, query_adapter=query_adapter or {"enabled": False},
+                         baseline_index={"table": BASELINE_TABLE},
                          finetuned_index={"table": "chunks_finetuned"}, config=config or PromotionConfig(resamples=2000),
                          **r)
     return out.value
@@ -269,3 +271,87 @@ def test_a_registered_version_without_a_sentence_transformer_is_a_clear_error(tm
     r.client().create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
     with pytest.raises(FileNotFoundError, match="has no sentence-transformers model"):
         champion_model_path(r.client().get_model_version(name, "1"), r, WorkspaceResource(home=str(tmp_path / "h")))
+
+
+def registered_adapter(world, shift: int, name: str) -> dict:
+    """A linear query adapter fitted by least squares to map each human query's base vector onto the vector of
+    the document `shift` places on (0: its own, better than the base model; 1: the wrong one, worse), registered
+    as a version of `name` the way query_adapter registers one; in the shape of query_adapter's output."""
+    import mlflow as mlflow_api
+    import numpy as np
+
+    from assets.training.adapter import AdapterWeights, save_adapter
+    from assets.training.query_adapter import log_adapter_model
+
+    home, chunks, _, _, queries, r = world
+    q = r["embedder"].encode(list(queries.values()), None)
+    d = np.roll(r["embedder"].encode(list(chunks["text"]), None), -shift, axis=0)
+    w = np.linalg.lstsq(q, d, rcond=None)[0].T
+    path = str(save_adapter(AdapterWeights("linear", {"W": w.astype("float32"), "b": np.zeros(len(w), "float32")}),
+                            home / "adapters" / name / f"shift{shift}.npz"))
+    with r["mlflow"].start_run("tiny", run_name=f"adapter-shift{shift}"):
+        version = log_adapter_model(mlflow_api, path, name)
+    return {"enabled": True, "registered_model": name, "model_version": version, "weights_path": path,
+            "model_path": path, "base_model": r["embedder"].base_model_path()}
+
+
+def test_the_query_adapter_is_a_gate_candidate_and_what_serves_applies_it(world):
+    import numpy as np
+
+    from assets.promotion import serving_query_vectors
+    from assets.training.adapter import apply_adapter, load_adapter
+
+    home, chunks, _, _, queries, r = world
+    name, adapter_name = "flywheel-adapted-biencoder", "flywheel-adapted-adapter"   # no other test's aliases
+    base = r["embedder"].base_model_path()
+    same = registered(world, base, name)   # the base weights again: no gain, so the bi-encoder is rejected
+    better = registered_adapter(world, shift=0, name=adapter_name)
+    first = gate(world, same, query_adapter=better)
+    assert first["decision"] == "rejected"
+    decided = first["adapter"]
+    assert decided["decision"] == "promoted", decided["reason"]
+    assert decided["gate"]["ci95"][0] > 0 and "the base model + adapter version" in decided["reason"]
+    assert "(no version promoted yet)" in decided["reason"]                    # it met the base model alone
+    assert str(r["mlflow"].alias_version(adapter_name).version) == str(better["model_version"])
+    assert r["mlflow"].version_tags(adapter_name, better["model_version"])["flywheel.gate"] == "promoted"
+    assert first["champion"]["adapter"]["version"] == str(better["model_version"])
+    assert "with query adapter version" in first["champion"]["what"]
+    assert champion_is_vetted(promotion_gate=first, mlflow=r["mlflow"]).passed
+
+    # what serves: the base model's vectors, searched with the adapted query vectors
+    served = serving_index(dg.build_asset_context(), chunks=chunks, promotion_gate=first,
+                           embedder=r["embedder"], lancedb=r["lancedb"]).value
+    assert served["adapter"]["version"] == str(better["model_version"]) and served["champion"]["model_path"] is None
+    texts = list(queries.values())[:3]
+    expected = apply_adapter(load_adapter(better["weights_path"]), r["embedder"].encode(texts, None))
+    np.testing.assert_allclose(serving_query_vectors(texts, served, r["embedder"]), expected, atol=1e-6)
+    assert not np.allclose(expected, r["embedder"].encode(texts, None), atol=1e-3)   # the adapter does change them
+
+    # a worse adapter meets "base + the champion adapter" and is refused; the alias stays
+    worse = registered_adapter(world, shift=1, name=adapter_name)
+    second = gate(world, same, query_adapter=worse)
+    assert second["adapter"]["decision"] == "rejected" and second["adapter"]["gate"]["delta_ndcg@10"] < 0
+    assert f"with query adapter version {better['model_version']}" in second["adapter"]["reason"]
+    assert str(r["mlflow"].alias_version(adapter_name).version) == str(better["model_version"])
+    assert gate(world, same, query_adapter=worse)["adapter"]["decision"] == "already_decided"
+
+    # an adapter aliased by hand past the gate does not pass the blocking check
+    r["mlflow"].set_alias(adapter_name, worse["model_version"])
+    tampered = {**second, "champion": {**second["champion"], "adapter": {**second["champion"]["adapter"],
+                                                                         "version": str(worse["model_version"])}}}
+    check = champion_is_vetted(promotion_gate=tampered, mlflow=r["mlflow"])
+    assert not check.passed and "query adapter version" in check.description and "aliased by hand" in check.description
+    r["mlflow"].set_alias(adapter_name, better["model_version"])
+
+    # a bi-encoder promoted over "base + adapter" takes the alias off the adapter: its vectors replace the base ones
+    newer = registered(world, base, name)
+    forced = PromotionConfig(resamples=200, min_gain=-1.0, alpha=1.1, guard_tolerance=1.0)
+    third = gate(world, newer, config=forced, query_adapter=better)
+    assert third["decision"] == "promoted" and f"with query adapter version {better['model_version']}" in third["reason"]
+    assert third["adapter_retired"] == str(better["model_version"])
+    assert r["mlflow"].alias_version(adapter_name) is None
+    assert third["champion"]["adapter"] is None and third["champion"]["version"] == str(newer["model_version"])
+    fresh = registered_adapter(world, shift=0, name=adapter_name)
+    fourth = gate(world, newer, query_adapter=fresh)
+    assert fourth["adapter"]["decision"] == "not_decided" and "fine-tuned bi-encoder version" in fourth["adapter"]["reason"]
+    assert "flywheel.gate" not in r["mlflow"].version_tags(adapter_name, fresh["model_version"])

@@ -62,7 +62,7 @@ def test_the_adapter_trains_over_the_stored_vectors_is_tracked_and_served_from_t
     assert meta["rows_without_vectors"].value == 0 and meta["dim"].value == 32 and meta["epochs"].value == 4
     assert meta["steps"].value == 4 * (meta["n_train"].value // 8)
     assert meta["validation_loss_best"].value <= meta["validation_loss_identity"].value
-    assert "data:image/png;base64," in meta["loss_curve"].value and "not a promotion-gate" in meta["promotion"].value
+    assert "data:image/png;base64," in meta["loss_curve"].value and "a promotion-gate candidate" in meta["promotion"].value
     client = mlflow.MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
     run = client.get_run(value["mlflow_run_id"])
     assert run.data.tags["model_kind"] == "query-adapter" and run.data.params["kind"] == "linear"
