@@ -448,6 +448,15 @@ def writer_child(batch: int, corpus: str, n: int) -> None:
                                  "threads": torch.get_num_threads()}), flush=True)
 
 
+# Why a llama.cpp child died, by signal: both seen here, each with the build that fixes it (README, "Speed and memory")
+SIGNAL_CAUSES = {
+    4: "SIGILL: the build uses an instruction this CPU lacks; compare its GGML_* CMAKE_ARGS with the flags in "
+       "/proc/cpuinfo (seen: GGML_AVX_VNNI=ON on an AMD EPYC that has avx512_vnni but not avx_vnni)",
+    11: "SIGSEGV: seen in ggml_backend_amx_mul_mat in a VM that lists AMX but refuses it; build with "
+        "-DGGML_NATIVE=OFF and -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF",
+}
+
+
 def llama_cpp_rate(corpus: Path, n: int, max_new_tokens: int) -> dict | None:
     """The same prompts through llama.cpp (llama-cpp-python, when importable) on the bundled Q4_K_M GGUF itself:
     greedy, up to the first newline. llama.cpp has no no-repeat-n-gram rule and no banned words, so its kept share
@@ -504,8 +513,7 @@ def query_writing_rows(corpus: Path, n: int, batches: list[int], compile_s: floa
     # in its own process too: a llama.cpp build whose kernels the CPU (or the VM) refuses dies of a signal
     llama, proc = run_child(["--llama-child"], corpus, "LLAMA", "--writer-queries", str(n))
     if proc.returncode != 0 or "LLAMA " not in proc.stdout:
-        why = (f"died of signal {-proc.returncode} (a build with AMX kernels does in this VM: build with "
-               f"CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX512=ON ... -DGGML_AMX_INT8=OFF\", README)"
+        why = (f"died of signal {-proc.returncode} ({SIGNAL_CAUSES.get(-proc.returncode, 'see its stderr')})"
                if proc.returncode < 0 else child_failure(proc))
         row("query writing: llama.cpp", "failed", "-", why)
         return
