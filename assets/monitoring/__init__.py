@@ -24,6 +24,7 @@ from assets.monitoring.review import (QUEUE_COLUMNS, append_history, doc_recall,
                                       judge_requests, positive_docs, retrieve, review_rows, review_sample,
                                       sort_queue, top_rerank_scores)
 from assets.monitoring.segments import cluster_queries, segment_names, segment_table, segments_figure, top_terms
+from assets.promotion import serving_query_vectors
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
@@ -66,14 +67,6 @@ def number(value: float | None):
     return dg.MetadataValue.float(float(value)) if value is not None else None
 
 
-def serving_vectors(texts: list[str], serving_index: dict, embedder: EmbedderResource):
-    """The queries embedded as production embeds them: the champion (None = the base model), then its query
-    adapter when one serves."""
-    from assets.promotion import serving_query_vectors
-
-    return serving_query_vectors(texts, serving_index, embedder)
-
-
 def load_top_reranker(finetuned_crossencoder: dict, device: str):
     """The fine-tuned cross-encoder as a reranker, or None when no model was trained."""
     if not (finetuned_crossencoder or {}).get("model_path"):
@@ -101,7 +94,7 @@ def query_review(context: dg.AssetExecutionContext, logged_queries: pd.DataFrame
     texts = sample["text"].tolist()
     # 2. Served as production serves them: the champion's table and model
     index = lancedb.open(serving_index["table"])
-    vectors = serving_vectors(texts, serving_index, embedder)
+    vectors = serving_query_vectors(texts, serving_index, embedder)
     hits = retrieve(index, config.retriever, texts, vectors, config.top_k)
     top_cosine = [next((s for _, s in index.dense(v, 1)), None) for v in vectors]
     # 3. Judged by the LLM, scored by the fine-tuned reranker where there is one
@@ -164,7 +157,7 @@ def query_segments(context: dg.AssetExecutionContext, logged_queries: pd.DataFra
     # 1. Embed with the serving model and cluster
     queries = logged_queries.reset_index(drop=True)
     texts = queries["text"].tolist()
-    vectors = serving_vectors(texts, serving_index, embedder)
+    vectors = serving_query_vectors(texts, serving_index, embedder)
     labels, silhouette = cluster_queries(vectors, config.n_segments, config.max_segments, config.seed)
     queries = queries.assign(segment=labels)
     # 2. Name the segments: top terms, or the LLM where it can

@@ -23,6 +23,7 @@ registry, never simply the latest model. On a night when the candidate loses, it
 and still takes in the new documents. When an adapter serves, the table holds the base model's vectors and
 `serving_query_vectors` turns a query into the vector to search it with (base model, then the adapter).
 """
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
@@ -34,7 +35,7 @@ from assets.indices import BASELINE_TABLE, FINETUNED_TABLE, build_index, embed_i
 from assets.evaluation.breakdown import feedback_status
 from assets.triplets import feedback_documents
 from assets.promotion.gate import GateSettings, compare, decide
-from assets.training.adapter import apply_adapter, load_adapter
+from assets.training.adapter import QueryAdapter, load_adapter
 from resources.compute import compute_tags
 from resources.embedder import EmbedderResource
 from resources.lance import LanceDBResource
@@ -65,10 +66,7 @@ def gate_sets(query_splits: pd.DataFrame, human_queries: list, chunks: pd.DataFr
 
 def adapted(encode, weights_path: str | None):
     """`encode` (texts -> vectors), followed by the query adapter saved at `weights_path` when there is one."""
-    if not weights_path:
-        return encode
-    weights = load_adapter(weights_path)
-    return lambda texts: apply_adapter(weights, encode(texts))
+    return QueryAdapter(load_adapter(weights_path), encode).adapt_queries if weights_path else encode
 
 
 def serving_query_vectors(texts: list[str], serving_index: dict, embedder: EmbedderResource):
@@ -227,37 +225,36 @@ def promotion_gate(context: dg.AssetExecutionContext, chunks: pd.DataFrame, quer
              "previous_champion": serving}
     settings = GateSettings(min_gain=config.min_gain, alpha=config.alpha, guard_tolerance=config.guard_tolerance,
                             resamples=config.resamples, seed=config.seed)
-    scored: dict = {}
+    tables = {base: baseline_index["table"]}
+    if finetuned_biencoder.get("model_path"):
+        tables[finetuned_biencoder["model_path"]] = finetuned_index["table"]
 
+    @cache
+    def query_sets() -> tuple[list, list]:
+        return gate_sets(query_splits, human_queries, chunks)
+
+    @cache
     def scores(model_path: str | None, adapter_path: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(gate, guard) per-query scores of a model, with a query adapter over it or not; each pair once."""
-        key = (model_path or base, adapter_path)
-        if key in scored:
-            return scored[key]
-        if "sets" not in scored:
-            scored["sets"] = gate_sets(query_splits, human_queries, chunks)
-        gate, guard = scored["sets"]
-        tables = {base: baseline_index["table"]}
-        if finetuned_biencoder.get("model_path"):
-            tables[finetuned_biencoder["model_path"]] = finetuned_index["table"]
-        if key[0] in tables:
-            ids, vectors = lancedb.open(tables[key[0]]).vectors()
+        gate, guard = query_sets()
+        if (model_path or base) in tables:
+            ids, vectors = lancedb.open(tables[model_path or base]).vectors()
         else:   # an older champion: the serving table holds its vectors; embed only what it lacks
             ids = list(chunks["chunk_id"])
-            vectors, _ = embed_incrementally(chunks, lancedb.stored_vectors(SERVING_TABLE, embedder.vector_key(key[0])),
+            vectors, _ = embed_incrementally(chunks, lancedb.stored_vectors(SERVING_TABLE, embedder.vector_key(model_path)),
                                              lambda texts: embedder.encode(texts, model_path))
         encode = adapted(lambda texts: embedder.encode(texts, model_path), adapter_path)
-        scored[key] = score_sets(gate, encode, ids, vectors), score_sets(guard, encode, ids, vectors)
-        return scored[key]
+        return score_sets(gate, encode, ids, vectors), score_sets(guard, encode, ids, vectors)
 
     def judge(cand: tuple, champ: tuple | str):
         """The gate's rule on two (model_path, adapter_path) pairs ("champion": what serves now), and the split."""
         champ = (champ_path, champ_adapter_path) if champ == "champion" else champ
         (cand_gate, cand_guard), (champ_gate, champ_guard) = scores(*cand), scores(*champ)
-        has_guard = bool(scored["sets"][1])
+        gate, guard = query_sets()
+        has_guard = bool(guard)
         result = decide(cand_gate, champ_gate, cand_guard if has_guard else None, champ_guard if has_guard else None,
                         settings)
-        by_feedback = seen_unseen(cand_gate, champ_gate, scored["sets"][0], query_splits,
+        by_feedback = seen_unseen(cand_gate, champ_gate, gate, query_splits,
                                   feedback_documents(training_triplets, chunks), settings)
         return result, by_feedback
 
@@ -286,9 +283,6 @@ def promotion_gate(context: dg.AssetExecutionContext, chunks: pd.DataFrame, quer
                 value["adapter_retired"] = str(champ_adapter.version)
     now = mlflow.alias_version(name, config.alias) if name else None
     now_path = champion_model_path(now, mlflow, workspace) if now else None
-    if now is not None and (champion is None or str(now.version) != str(champion.version)):
-        champ_adapter, champ_adapter_path = None, None   # what serves after the bi-encoder's decision
-        champ_path = now_path
     after = champion_summary(now, now_path, base, adapter_summary(champ_adapter, champ_adapter_path))
     value["adapter"] = decide_adapter(query_adapter, champ_adapter, now, base, judge, mlflow, config, after["what"])
     adapter_now, adapter_now_path = serving_adapter(now)
