@@ -295,12 +295,14 @@ def embedding_rows(corpus: Path, n_chunks: int, repeats: int, ndcg_queries: int 
 # -- 3. training
 
 TRAIN_CONFIGS = {   # name -> (recipe, settings); each is trained in its own process so its peak RSS is its own
-    "bi-encoder: MNRL, batch 32, max_seq_length 256 (the default)": ("bi", {}),
-    "bi-encoder: CachedMNRL (GradCache), mini-batch 8": ("bi", {"cached": 8}),
+    "bi-encoder: MNRL, batch 32, max_seq_length 256 (before)": ("bi", {}),
+    "bi-encoder: CachedMNRL (GradCache), mini-batch 8 (the default)": ("bi", {"cached": 8}),
+    "bi-encoder: CachedMNRL (GradCache), mini-batch 4": ("bi", {"cached": 4}),
     "bi-encoder: gradient checkpointing": ("bi", {"checkpointing": True}),
     "bi-encoder: max_seq_length 128 (queries and passages)": ("bi", {"seq": 128}),
     "bi-encoder: query max_seq_length 32, passages 256": ("bi", {"query_seq": 32}),
-    "cross-encoder: BCE, batch 16, max_length 256 (the default)": ("cross", {}),
+    "cross-encoder: BCE, batch 16, max_length 256, at once (before)": ("cross", {}),
+    "cross-encoder: micro-batches of 8, gradients summed (now the default)": ("cross", {"accum": 2}),
     "cross-encoder: gradient checkpointing": ("cross", {"checkpointing": True}),
     "cross-encoder: max_length 128": ("cross", {"seq": 128}),
 }
@@ -336,7 +338,9 @@ def train_child(name: str, corpus: str, steps: int) -> None:
             times[-1] = time.perf_counter() - times[-1]
 
     out = tempfile.mkdtemp(prefix="train-bench-")
-    common = dict(output_dir=out, max_steps=steps + 1, per_device_train_batch_size=batch, learning_rate=1e-5,
+    accum = cfg.get("accum", 1)   # the batch as `accum` passes whose gradients are summed (crossencoder.accumulation)
+    common = dict(output_dir=out, max_steps=steps + 1, per_device_train_batch_size=batch // accum,
+                  gradient_accumulation_steps=accum, learning_rate=1e-5,
                   report_to="none", save_strategy="no", eval_strategy="no", disable_tqdm=True,
                   dataloader_num_workers=0, gradient_checkpointing=bool(cfg.get("checkpointing")), logging_steps=1000)
     if recipe == "bi":
@@ -392,16 +396,21 @@ def child_failure(proc) -> str:
     return (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
 
 
-def training_rows(corpus: Path, steps: int) -> None:
+def training_rows(corpus: Path, steps: int, only: str = "") -> None:
+    """One row per TRAIN_CONFIGS entry (those whose name contains one of `only`'s comma-separated words, when
+    given); the ratios are against the first row of the same model that ran."""
     results = {}
+    words = [w.strip() for w in only.split(",") if w.strip()]
     for name in TRAIN_CONFIGS:
+        if words and not any(w in name for w in words):
+            continue
         result, proc = run_child(["--train-child", name], corpus, "TRAIN", "--train-steps", str(steps))
         if result is None:
             row(name, "failed", "-", child_failure(proc))
             continue
         results[name] = result
     for name, r in results.items():
-        base = results.get(next(n for n in TRAIN_CONFIGS if TRAIN_CONFIGS[n][0] == TRAIN_CONFIGS[name][0]))
+        base = results.get(next(n for n in results if TRAIN_CONFIGS[n][0] == TRAIN_CONFIGS[name][0]))
         ratio = (f"{base['step_s'] / r['step_s']:.2f}x speed, {r['peak_rss'] / base['peak_rss']:.2f}x peak RSS"
                  if base and base is not r else "1.00x (reference)")
         row(name, f"{r['step_s']:.2f} s/step, {r['examples_per_s']:.1f} examples/s, peak RSS "
@@ -583,6 +592,8 @@ def main() -> int:
                    "documents' chunks and as many others (default 0 = every query, the whole corpus; quick 40)")
     p.add_argument("--skip", default="", help="comma list: endpoint, embedding, training, writing")
     p.add_argument("--train-steps", type=int, help="training steps timed per configuration (default 8; quick 3)")
+    p.add_argument("--train-configs", default="", help="comma list of words: only the training configurations "
+                   "whose name contains one (e.g. 'mini-batch,micro-batches')")
     p.add_argument("--train-child", help=argparse.SUPPRESS)   # one training configuration, in its own process
     p.add_argument("--writer-queries", type=int, help="chunks the query writer writes for per configuration "
                    "(default 96; quick 24)")
@@ -624,7 +635,7 @@ def main() -> int:
         embedding_rows(corpus, args.chunks or (300 if args.quick else 2000), args.repeats or (1 if args.quick else 2),
                        args.ndcg_queries if args.ndcg_queries is not None else (40 if args.quick else 0))
     if "training" not in skip:
-        training_rows(corpus, args.train_steps or (3 if args.quick else 8))
+        training_rows(corpus, args.train_steps or (3 if args.quick else 8), args.train_configs)
     if "writing" not in skip:
         query_writing_rows(corpus, n_written, [int(b) for b in args.writer_batches.split(",") if b],
                            args.llama_compile_s, args.corpus_chunks)

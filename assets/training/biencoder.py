@@ -34,7 +34,7 @@ class TrainSettings:
     precision: str = "fp32"           # "bf16" / "fp16" on an accelerator (resources.device.plan_for)
     loss: str = "mnrl"                # "mnrl" (contrastive) or "margin_mse" (distil a teacher's margins, as GPL)
     validation_corpus: int = 1000     # chunks the validation queries are searched in (their own + a fixed sample)
-    mini_batch_size: int = 8          # texts a forward/backward pass holds at once; the batch's loss is the same
+    mini_batch_size: int = 4          # texts a forward/backward pass holds at once; the batch's loss is the same
     #   (mnrl: GradCache, CachedMultipleNegativesRankingLoss; margin_mse: gradient accumulation). 0 = the whole
     #   batch at once: 32 x 3 texts of <= 256 tokens keep ~8 GB of activations on a CPU (bench/throughput.py)
 

@@ -41,6 +41,8 @@ class RerankerSettings:
     learning_rate: float = 5e-5       # the body: more than the bi-encoder's 1e-5, it learns a new task
     head_learning_rate: float = 1e-3  # the fresh head load_reranker adds (one random 384 x 1 layer); 0 = as the body
     batch_size: int = 16              # 16 pairs of <= 256 tokens: ~3 s a step on 2 CPU cores
+    micro_batch: int = 8              # pairs a forward/backward pass; the gradients of batch_size / micro_batch
+                                      # passes are summed before each step: the same update, less activation memory
     warmup_ratio: float = 0.1
     evals_per_run: int = 4
     max_length: int = 256             # query + passage word pieces; MiniLM was trained at 256
@@ -137,6 +139,16 @@ def head_rate(model, rate: float) -> dict[str, float] | None:
     return None
 
 
+def accumulation(batch: int, micro_batch: int) -> dict:
+    """Trainer arguments running a batch of `batch` pairs as passes of `micro_batch` whose gradients are summed
+    before the optimizer steps: pointwise BCE is a mean over pairs, so equal passes give the batch's gradient (a
+    test checks the weights), with a pass's activations instead of the batch's. The whole batch at once where
+    micro_batch is 0, not smaller, or does not divide it."""
+    if micro_batch <= 0 or micro_batch >= batch or batch % micro_batch:
+        return {"per_device_train_batch_size": batch, "gradient_accumulation_steps": 1}
+    return {"per_device_train_batch_size": micro_batch, "gradient_accumulation_steps": batch // micro_batch}
+
+
 def train_crossencoder(model, pairs: pd.DataFrame, out_dir: Path, settings: RerankerSettings,
                        on_log: Callable[[dict, int], None] | None = None) -> TrainResult:
     """Fine-tune `model` (a CrossEncoder, modified in place) and save it to out_dir/model."""
@@ -161,9 +173,10 @@ def train_crossencoder(model, pairs: pd.DataFrame, out_dir: Path, settings: Rera
     history: list[dict] = []
     validation_base = validate(evaluator, model, on_log, "eval_", 0)
     args = CrossEncoderTrainingArguments(
-        **checkpoint_args(out_dir, budget, validated=evaluator is not None, metric=f"eval_{VALIDATION_METRIC}",
-                          learning_rate=settings.learning_rate, warmup_ratio=settings.warmup_ratio,
-                          precision=settings.precision, seed=settings.seed),
+        **{**checkpoint_args(out_dir, budget, validated=evaluator is not None, metric=f"eval_{VALIDATION_METRIC}",
+                             learning_rate=settings.learning_rate, warmup_ratio=settings.warmup_ratio,
+                             precision=settings.precision, seed=settings.seed),
+           **accumulation(budget.batch, settings.micro_batch)},
         learning_rate_mapping=head_rate(model, settings.head_learning_rate),
     )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_ds,

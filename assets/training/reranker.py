@@ -36,6 +36,8 @@ class RerankerConfig(dg.Config):
     learning_rate: float = 5e-5     # the body learns a new task: higher than the bi-encoder's 1e-5
     head_learning_rate: float = 1e-3  # the fresh scoring head added to a bi-encoder's body (not a trained reranker's)
     batch_size: int = 16
+    micro_batch: int = 8            # pairs a pass, gradients summed over batch_size / micro_batch passes: the same
+    #   update with half the activations (0 = the whole batch at once); not part of what decides a retrain
     max_length: int = 256
     evals_per_run: int = 4
     seed: int = 42
@@ -81,7 +83,7 @@ def finetuned_crossencoder(context: dg.AssetExecutionContext, query_splits: pd.D
     registered = mlflow.model_name(chunks.attrs.get("corpus_name", "corpus"), CROSSENCODER_KIND)
     return retrain_or_reuse(
         context, workspace.models_dir / "crossencoder" / "last_trained.json",
-        {**config.model_dump(exclude={"min_change_to_retrain", "register_model"}), "base_model": base,
+        {**config.model_dump(exclude={"min_change_to_retrain", "register_model", "micro_batch"}), "base_model": base,
          "registered_model": registered},   # as the bi-encoder's: a model kept under another name is retrained
         list(chunks["chunk_id"].astype(str)), train_queries, config.min_change_to_retrain,
         lambda: train_reranker(context, pairs, chunks, base, embedder, mlflow, workspace, config))
@@ -97,7 +99,8 @@ def train_reranker(context, pairs: pd.DataFrame, chunks: pd.DataFrame, base: str
     settings = RerankerSettings(epochs=config.epochs, max_steps=config.max_steps, min_steps=config.min_steps,
                                 learning_rate=config.learning_rate,
                                 head_learning_rate=config.head_learning_rate if is_biencoder_folder(base) else 0.0,
-                                batch_size=config.batch_size * plan.batch_scale, evals_per_run=config.evals_per_run,
+                                batch_size=config.batch_size * plan.batch_scale,
+                                micro_batch=config.micro_batch * plan.batch_scale, evals_per_run=config.evals_per_run,
                                 max_length=config.max_length, seed=config.seed, precision=plan.precision)
     model = load_reranker(base, device, config.max_length)
     corpus_name = chunks.attrs.get("corpus_name", "corpus")

@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from assets.training.crossencoder import (RerankerSettings, head_rate, is_biencoder_folder, load_reranker,
-                                          reranker_pairs, train_crossencoder, validation_samples)
+from assets.training.crossencoder import (RerankerSettings, accumulation, head_rate, is_biencoder_folder,
+                                          load_reranker, reranker_pairs, train_crossencoder, validation_samples)
 
 
 def _fixture(n=24):
@@ -108,3 +108,27 @@ def test_one_kind_of_target_is_a_clear_error(tmp_path, tiny_model_path):
     with pytest.raises(ValueError, match="positives and negatives"):
         train_crossencoder(load_reranker(tiny_model_path, "cpu"), pairs[pairs["target"] == 1.0], tmp_path,
                            RerankerSettings(max_steps=1))
+
+
+def test_micro_batches_sum_to_the_batchs_update(tmp_path, tiny_model_path):
+    """A batch of 8 run as two passes of 4 (gradients summed) ends at the weights of 8 at once (dropout off)."""
+    import torch
+
+    assert accumulation(16, 8) == {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 2}
+    assert accumulation(16, 0)["gradient_accumulation_steps"] == accumulation(16, 5)["gradient_accumulation_steps"] == 1
+    assert accumulation(4, 8) == {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1}
+    splits, labels, triplets, chunks = _fixture()
+    pairs = reranker_pairs(splits, labels, triplets, chunks, _split_of)
+    weights = {}
+    for micro in (0, 4):
+        torch.manual_seed(0)   # the same fresh head for both
+        model = load_reranker(tiny_model_path, "cpu", max_length=64)
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        train_crossencoder(model, pairs, tmp_path / str(micro),
+                           RerankerSettings(max_steps=3, batch_size=8, micro_batch=micro, evals_per_run=1,
+                                            learning_rate=1e-3, max_length=64))
+        weights[micro] = {k: v.clone() for k, v in model.state_dict().items()}
+    moved = [k for k in weights[0] if weights[0][k].is_floating_point()]
+    assert moved and all(torch.allclose(weights[0][k], weights[4][k], atol=1e-5) for k in moved)
