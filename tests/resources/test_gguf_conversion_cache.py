@@ -96,3 +96,31 @@ def test_each_dtype_has_its_own_converted_copy_cast_before_saving(tmp_path, fake
     bf16 = LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf", isolate=False, dtype="bfloat16")
     assert bf16 != fp32 and bf16.name.endswith("-bfloat16") and (bf16 / "config.json").exists()
     assert [e[0] for e in log] == ["load", "cast", "save", "tokenizer"] and log[1][1] == "torch.bfloat16"
+
+
+def test_one_gguf_reader_shares_a_reader_per_file_inside_and_restores_the_class_after(tmp_path):
+    """transformers' loader opens the GGUF three times (config, weights, tokenizer); inside the context each open
+    of the same file is the one parsed reader, with the same fields a fresh reader reads, and outside it nothing
+    is patched."""
+    import gguf
+    import numpy as np
+
+    from resources.llm_local import one_gguf_reader
+
+    paths = []
+    for name in ("a.gguf", "b.gguf"):
+        writer = gguf.GGUFWriter(str(tmp_path / name), arch="llama")
+        writer.add_array("tokenizer.ggml.tokens", [f"tok{i}" for i in range(50)])
+        writer.add_tensor("w", np.arange(8, dtype=np.float32))
+        writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file()
+        writer.close()
+        paths.append(tmp_path / name)
+    original = gguf.GGUFReader
+    fresh = original(paths[0])
+    with one_gguf_reader():
+        first = gguf.GGUFReader(paths[0])
+        assert gguf.GGUFReader(str(paths[0])) is first                       # a str or a Path: one file, one parse
+        assert gguf.GGUFReader(paths[1]) is not first                        # another file: its own reader
+        assert list(first.fields) == list(fresh.fields)
+        assert [t.name for t in first.tensors] == ["w"] and np.array_equal(first.tensors[0].data, np.arange(8))
+    assert gguf.GGUFReader is original and gguf.GGUFReader(paths[0]) is not first
