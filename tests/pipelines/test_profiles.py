@@ -13,7 +13,7 @@ def test_the_demo_profile_reaches_the_stages_and_a_knob_on_the_command_line_wins
     assert ops["finetuned_crossencoder"]["config"] == {"max_steps": 7, "evals_per_run": 1}
     assert ops["finetuned_biencoder"]["config"]["evals_per_run"] == 1
     assert ops["finetuned_biencoder"]["config"]["validation_corpus"] == 200
-    assert ops["learning_curve"]["config"]["sizes"] == [30, 60] and ops["learning_curve"]["config"]["seeds"] == [0]
+    assert ops["learning_curve"]["config"]["sizes"] == [16, 32] and ops["learning_curve"]["config"]["seeds"] == [0]
     assert ops["evaluation_report"]["config"]["rerank_depth"] == 10
 
 
