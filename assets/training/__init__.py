@@ -15,8 +15,8 @@ import pandas as pd
 
 from assets.training.biencoder import TrainSettings, train_biencoder
 from assets.training.version import code_version  # noqa: F401  (re-exported)
-from assets.training.scaffold import (end_killed_training_runs, mlflow_metric_logger, run_tags, skipped_metadata,
-                                     untrainable)
+from assets.training.scaffold import (end_killed_training_runs, mlflow_metric_logger, pinned_requirements, run_tags,
+                                     skipped_metadata, untrainable)
 from assets.training.blend import blend_counts, blend_rows
 from assets.training.retrain import retrain_or_reuse
 from resources.compute import compute_tags
@@ -88,7 +88,9 @@ def train_and_register(context, training_triplets: pd.DataFrame, chunks: pd.Data
         mlflow_api.log_metric("train_seconds", seconds)
         version = None
         if config.register_model:
-            info = mlflow_api.sentence_transformers.log_model(model, name="model", registered_model_name=registered_name)
+            info = mlflow_api.sentence_transformers.log_model(
+                model, name="model", registered_model_name=registered_name,
+                pip_requirements=pinned_requirements("sentence-transformers", "transformers", "torch"))
             version = getattr(info, "registered_model_version", None)
         url = mlflow.run_url(run)
     key = "validation_cosine_ndcg@10"

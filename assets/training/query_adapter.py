@@ -25,7 +25,7 @@ import dagster as dg
 import pandas as pd
 
 from assets.common import image, save_figure
-from assets.training.scaffold import mlflow_metric_logger, run_tags
+from assets.training.scaffold import mlflow_metric_logger, pinned_requirements, run_tags
 from assets.training.adapter import (AdapterSettings, loss_figure, save_adapter, train_adapter,
                                      triplet_vectors)
 from assets.training.blend import blend_counts, blend_rows
@@ -70,7 +70,7 @@ def log_adapter_model(mlflow_api, weights_path: str, registered_name: str | None
 
     info = mlflow_api.pyfunc.log_model(name="model", python_model=QueryAdapterModel(),
                                        artifacts={"adapter": weights_path},
-                                       pip_requirements=["numpy", "mlflow"],   # listed: inference is numpy only
+                                       pip_requirements=pinned_requirements("numpy", "mlflow"),   # inference is numpy only
                                        registered_model_name=registered_name)
     return getattr(info, "registered_model_version", None)
 

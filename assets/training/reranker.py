@@ -16,8 +16,8 @@ from assets.splits import split_of
 from assets.training.crossencoder import (RerankerSettings, is_biencoder_folder, load_reranker, reranker_pairs,
                                          train_crossencoder)
 from assets.training.blend import blend_rows
-from assets.training.scaffold import (end_killed_training_runs, mlflow_metric_logger, run_tags, skipped_metadata,
-                                     untrainable)
+from assets.training.scaffold import (end_killed_training_runs, mlflow_metric_logger, pinned_requirements, run_tags,
+                                     skipped_metadata, untrainable)
 from assets.training.retrain import retrain_or_reuse
 from resources.device import plan_for
 from resources.compute import compute_tags
@@ -56,7 +56,7 @@ def log_reranker_model(mlflow_api, model_path: str, registered_name: str | None)
 
     info = mlflow_api.pyfunc.log_model(
         name="model", python_model=CrossEncoderModel(), artifacts={"cross_encoder": model_path},
-        pip_requirements=["sentence-transformers", "torch", "pandas"],   # listed, not inferred: inference imports
+        pip_requirements=pinned_requirements("sentence-transformers", "transformers", "torch", "pandas"),
         registered_model_name=registered_name)
     return getattr(info, "registered_model_version", None)
 

@@ -109,6 +109,23 @@ def mlflow_metric_logger(mlflow_api) -> OnLog:
     return on_log
 
 
+def pinned_requirements(*distributions: str) -> list[str]:
+    """`name==version` of each installed distribution (a bare name if it is not installed; a local label such as
+    torch's `+cpu` dropped, so a GPU host installs its own build): what a logged model needs to load, listed
+    rather than inferred. MLflow infers requirements by loading the model again in a fresh
+    Python process that imports torch and transformers (10-25 s a model on 2 cores, more where no bytecode is
+    cached), on every training run."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for name in distributions:
+        try:
+            pinned.append(f"{name}=={version(name).split('+')[0]}")
+        except PackageNotFoundError:
+            pinned.append(name)
+    return pinned
+
+
 def run_tags(context, chunks, base_model: str, device: str, model_kind: str, **extra: str) -> dict[str, str]:
     """The tags of every training run: corpus, its hash, the code, the base model, the device, the Dagster run."""
     from assets.training.version import code_version

@@ -1,5 +1,6 @@
 """Tier 3: the Definitions load, and the whole graph materializes in-process on the tiny corpus and model."""
 import json
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -195,6 +196,11 @@ def test_training_run_is_in_mlflow_with_the_model_registered(tiny_run):
     assert model["registered_model"] == registered_model_name("flywheel", corpus, "biencoder") == f"flywheel-{corpus}-biencoder"
     versions = client.search_model_versions(f"name='{model['registered_model']}'")   # this corpus's own model
     assert [v.run_id for v in versions] == [model["mlflow_run_id"]]
+    from importlib.metadata import version as installed
+
+    requirements = Path(client.download_artifacts(model["mlflow_run_id"], "model/requirements.txt")).read_text()
+    assert requirements.split() == [f"mlflow=={installed('mlflow')}"] + [     # listed and pinned, not inferred
+        f"{name}=={installed(name).split('+')[0]}" for name in ("sentence-transformers", "transformers", "torch")]
 
 
 def test_learning_curve_has_every_size_and_seed_and_is_in_the_training_run(tiny_run):

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from assets.training.scaffold import finish, mlflow_metric_logger, recorder, run_tags, step_budget
+from assets.training.scaffold import finish, mlflow_metric_logger, pinned_requirements, recorder, run_tags, step_budget
 
 
 def test_step_budget_epochs_max_steps_and_the_floor():
@@ -94,3 +94,11 @@ def test_untrainable_says_why_for_a_providers_embedder_and_nothing_for_a_local_m
     assert out["skipped"].endswith("; set base_model") and out["retrained"] is False
     assert skipped_metadata(out) == {"skipped": out["skipped"], "retrained": False, "retrain_reason": out["skipped"],
                                      "base_model": "openai:m"}
+
+
+def test_pinned_requirements_name_the_installed_versions_and_leave_an_absent_one_bare():
+    from importlib.metadata import version
+
+    assert pinned_requirements("torch", "pandas", "no-such-distribution-here") == [
+        f"torch=={version('torch').split('+')[0]}", f"pandas=={version('pandas')}", "no-such-distribution-here"]
+    assert "+" not in pinned_requirements("torch")[0]   # torch's +cpu label is not on PyPI
