@@ -182,6 +182,10 @@ def run_flywheel(args: argparse.Namespace):
 
         check_documents(args.corpus)
     prepare_environment(home, offline=not (args.base_model or args.llm_backend == "openai"))
+    if args.llm_backend != "openai":   # a first run converts the bundled GGUF while this one imports and embeds
+        from resources.llm_local import start_conversion
+
+        start_conversion(args.llm_model or "")
     import dagster as dg
 
     from pipelines.definitions import build_definitions

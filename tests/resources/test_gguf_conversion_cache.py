@@ -124,3 +124,35 @@ def test_one_gguf_reader_shares_a_reader_per_file_inside_and_restores_the_class_
         assert list(first.fields) == list(fresh.fields)
         assert [t.name for t in first.tensors] == ["w"] and np.array_equal(first.tensors[0].data, np.arange(8))
     assert gguf.GGUFReader is original and gguf.GGUFReader(paths[0]) is not first
+
+
+def test_a_conversion_in_progress_elsewhere_is_waited_for_and_not_done_twice(tmp_path, fake_transformers):
+    """A run starts the conversion in a child before its imports; the first LLM stage's load then waits on the
+    lock (flock on the GGUF itself) and uses the copy the child made."""
+    import subprocess
+    import sys
+
+    log, _ = fake_transformers
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF" + b"\0" * 60)
+    st = gguf.stat()
+    target = tmp_path / f"m.hf-{st.st_size}-{st.st_mtime_ns}"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, pathlib, sys, time; f = open(sys.argv[1], 'rb'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(1.0); t = pathlib.Path(sys.argv[2]); t.mkdir(); "
+        "(t / 'config.json').write_text('{}')"), str(gguf), str(target)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    assert LocalGGUFLLMResource._converted_folder(tmp_path, "m.gguf", isolate=False) == target
+    assert log == [] and holder.wait() == 0      # waited for the holder's copy; converted nothing itself
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf", target.name]   # and left no lock file
+
+
+def test_the_conversion_started_in_advance_skips_what_is_no_gguf_and_fails_cleanly_in_its_child(tmp_path):
+    from resources.llm_local import start_conversion
+
+    assert start_conversion(str(tmp_path)) is None                       # a transformers folder: nothing to convert
+    assert start_conversion(str(tmp_path / "missing.gguf")) is None      # the stage that loads it says why
+    (tmp_path / "m.gguf").write_bytes(b"GGUF not really")                # the child's transformers cannot read it
+    child = start_conversion(str(tmp_path / "m.gguf"), dtype="float32", device="cpu")
+    child.wait(timeout=300)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]      # no half-written copy for the stage to trust
