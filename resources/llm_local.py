@@ -399,9 +399,6 @@ def convert_in_advance(folder: str, gguf_file: str, dtype: str = "auto", device:
                                            dtype=choose_dtype(dtype, choose_device(device)))
 
 
-_STARTED: list = []
-
-
 def start_conversion(model_path: str = "", dtype: str = "auto", device: str = "auto"):
     """Start `convert_in_advance` in a child process and return it; None for a model that is not a GGUF (or a
     GGUF that cannot be found: the stage that loads it says why).
@@ -418,7 +415,9 @@ def start_conversion(model_path: str = "", dtype: str = "auto", device: str = "a
     except (OSError, ValueError):
         return None
     child = start_isolated("resources.llm_local", "convert_in_advance", folder, gguf_file, dtype, device)
-    _STARTED.append(child)   # held, not waited for: it may outlive a run that needs no LLM, and finish the copy
+    import threading   # reaped when it ends (no zombie for the run's length), in a thread the run never waits for
+
+    threading.Thread(target=child.wait, name="gguf-conversion-reaper", daemon=True).start()
     return child
 
 

@@ -1,6 +1,7 @@
 """The GGUF -> safetensors conversion cache of the local LLM: made once, reused, keyed by the file, and a
 folder that cannot be written falls back to loading the GGUF (with no half-written copy left behind)."""
 import os
+import time
 
 import pytest
 
@@ -154,5 +155,8 @@ def test_the_conversion_started_in_advance_skips_what_is_no_gguf_and_fails_clean
     assert start_conversion(str(tmp_path / "missing.gguf")) is None      # the stage that loads it says why
     (tmp_path / "m.gguf").write_bytes(b"GGUF not really")                # the child's transformers cannot read it
     child = start_conversion(str(tmp_path / "m.gguf"), dtype="float32", device="cpu")
-    child.wait(timeout=300)
+    deadline = time.monotonic() + 300
+    while child.returncode is None and time.monotonic() < deadline:   # reaped by its own thread: no zombie left
+        time.sleep(0.1)
+    assert child.returncode is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]      # no half-written copy for the stage to trust
