@@ -182,7 +182,8 @@ def run_flywheel(args: argparse.Namespace):
 
         check_documents(args.corpus)
     prepare_environment(home, offline=not (args.base_model or args.llm_backend == "openai"))
-    if args.llm_backend != "openai":   # a first run converts the bundled GGUF while this one imports and embeds
+    local_llm = args.llm_backend != "openai"
+    if local_llm and not args.only:   # the whole job: a first run converts the GGUF while this one imports and embeds
         from resources.llm_local import start_conversion
 
         start_conversion(args.llm_model or "")
@@ -200,6 +201,10 @@ def run_flywheel(args: argparse.Namespace):
     if only:
         selection = sorted(dg.AssetSelection.assets(*only).required_multi_asset_neighbors()
                            .resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string())
+        if local_llm and needs_llm(defs, selection):
+            from resources.llm_local import start_conversion
+
+            start_conversion(args.llm_model or "")
     from pipelines.memory import RssSampler
 
     with RssSampler() as sampler:
@@ -208,6 +213,11 @@ def run_flywheel(args: argparse.Namespace):
                                         tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
     write_stage_memory(home, sampler, instance, result.run_id)
     return result, stage_seconds(result, instance)
+
+
+def needs_llm(defs, keys) -> bool:
+    """Whether any of these assets asks for the `llm` resource."""
+    return any("llm" in defs.resolve_assets_def(key).required_resource_keys for key in keys)
 
 
 def write_stage_memory(home: Path, sampler, instance, run_id: str) -> dict:

@@ -374,9 +374,10 @@ def resolve_source(model_path: str) -> tuple[str, str | None]:
 
 
 @contextlib.contextmanager
-def converting(gguf: Path) -> Iterator[None]:
+def converting(gguf: Path, timeout_s: float = 1800) -> Iterator[None]:
     """An exclusive lock on the GGUF file itself (flock: released when its holder exits, however it exits; no lock
-    file left behind); without one where the file cannot be opened or locked."""
+    file left behind); without one where the file cannot be opened or locked, or once `timeout_s` have passed
+    waiting (a holder that hangs: this process then converts for itself, as run_isolated's own timeout allows)."""
     try:
         import fcntl
 
@@ -384,11 +385,22 @@ def converting(gguf: Path) -> Iterator[None]:
     except (ImportError, OSError):
         yield
         return
+    import time
+
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError:
-            pass
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    logger.warning("%s: another process has held its conversion for %.0f s; converting here", gguf,
+                                   timeout_s)
+                    break
+                time.sleep(0.2)
+            except OSError:
+                break
         yield
 
 

@@ -172,11 +172,26 @@ def test_run_with_only_some_assets_reports_what_it_materialized(tmp_path, tiny_b
     from pipelines.cli import main
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home" / "dagster"))
+    started = []
+    monkeypatch.setattr("resources.llm_local.start_conversion", lambda *a, **k: started.append(a))
     code = main(["run", "--corpus", str(tiny_beir), "--home", str(tmp_path / "home"),
                  "--only", "documents,human_queries,chunks"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "materialized: chunks, corpus" in out and "report:" not in out and "run stats:" not in out
+    assert started == []   # no stage of it loads the LLM: its GGUF is not converted in the background
+
+
+def test_only_a_selection_with_an_llm_stage_converts_the_gguf_in_advance(tmp_path):
+    import dagster as dg
+
+    from pipelines.cli import needs_llm
+    from pipelines.definitions import build_definitions
+
+    defs = build_definitions(tmp_path)
+    assert not needs_llm(defs, [dg.AssetKey("chunks"), dg.AssetKey("baseline_index")])
+    assert needs_llm(defs, [dg.AssetKey("chunks"), dg.AssetKey("synthetic_queries")])
+    assert needs_llm(defs, [dg.AssetKey("relevance_labels")])
 
 
 def test_feedback_fewshot_and_curve_knobs_reach_their_stages(tmp_path):

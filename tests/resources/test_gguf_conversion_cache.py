@@ -160,3 +160,25 @@ def test_the_conversion_started_in_advance_skips_what_is_no_gguf_and_fails_clean
         time.sleep(0.1)
     assert child.returncode is not None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]      # no half-written copy for the stage to trust
+
+
+def test_a_holder_that_never_lets_go_is_waited_for_only_until_the_timeout(tmp_path):
+    import subprocess
+    import sys
+
+    from resources.llm_local import converting
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; f = open(sys.argv[1], 'rb'); fcntl.flock(f, fcntl.LOCK_EX); "
+        "print('locked', flush=True); time.sleep(60)"), str(gguf)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        t0 = time.monotonic()
+        with converting(gguf, timeout_s=0.5):
+            waited = time.monotonic() - t0
+        assert 0.5 <= waited < 30 and holder.poll() is None    # gave up waiting; the holder still holds it
+    finally:
+        holder.kill()
+        holder.wait()
