@@ -184,9 +184,7 @@ def run_flywheel(args: argparse.Namespace):
     prepare_environment(home, offline=not (args.base_model or args.llm_backend == "openai"))
     local_llm = args.llm_backend != "openai"
     if local_llm and not args.only:   # the whole job: a first run converts the GGUF while this one imports and embeds
-        from resources.llm_local import start_conversion
-
-        start_conversion(args.llm_model or "")
+        start_llm_conversion(args)
     import dagster as dg
 
     from pipelines.definitions import build_definitions
@@ -202,9 +200,7 @@ def run_flywheel(args: argparse.Namespace):
         selection = sorted(dg.AssetSelection.assets(*only).required_multi_asset_neighbors()
                            .resolve(defs.resolve_asset_graph()), key=lambda k: k.to_user_string())
         if local_llm and needs_llm(defs, selection):
-            from resources.llm_local import start_conversion
-
-            start_conversion(args.llm_model or "")
+            start_llm_conversion(args)
     from pipelines.memory import RssSampler
 
     with RssSampler() as sampler:
@@ -213,6 +209,13 @@ def run_flywheel(args: argparse.Namespace):
                                         tags={"flywheel/launched_by": "cli", "flywheel/pid": str(os.getpid())})
     write_stage_memory(home, sampler, instance, result.run_id)
     return result, stage_seconds(result, instance)
+
+
+def start_llm_conversion(args: argparse.Namespace) -> None:
+    """Convert the local LLM's GGUF (`make_llm`'s model) in a child process, if it has no converted copy yet."""
+    from resources.llm_local import start_conversion
+
+    start_conversion(args.llm_model or "")
 
 
 def needs_llm(defs, keys) -> bool:

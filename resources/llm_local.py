@@ -479,25 +479,29 @@ _ISOLATED = ("import importlib, json, sys; sys.path[:0] = json.loads(sys.argv[1]
              "getattr(importlib.import_module(sys.argv[2]), sys.argv[3])(*sys.argv[4:])")
 
 
-def start_isolated(module: str, function: str, *args: str):
-    """`module.function(*args)` in a fresh Python process (this interpreter, this sys.path), not waited for."""
+def _isolated_argv(module: str, function: str, *args: str) -> list[str]:
+    """The command line running `module.function(*args)` in this interpreter with this sys.path."""
     import json
-    import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-c", _ISOLATED, json.dumps(sys.path), module, function, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [sys.executable, "-c", _ISOLATED, json.dumps(sys.path), module, function, *args]
+
+
+def start_isolated(module: str, function: str, *args: str):
+    """`module.function(*args)` in a fresh Python process (this interpreter, this sys.path), not waited for."""
+    import subprocess
+
+    return subprocess.Popen(_isolated_argv(module, function, *args), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
 
 
 def run_isolated(module: str, function: str, *args: str, timeout_s: float = 1800) -> None:
     """`module.function(*args)` in a fresh Python process (this interpreter, this sys.path); a failure there is an
     OSError here with the child's last lines, so callers treat it as they would a failed write."""
-    import json
     import subprocess
-    import sys
 
     try:
-        done = subprocess.run([sys.executable, "-c", _ISOLATED, json.dumps(sys.path), module, function, *args],
+        done = subprocess.run(_isolated_argv(module, function, *args),
                               capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise OSError(f"{module}.{function} did not finish in {timeout_s:.0f} s") from exc
